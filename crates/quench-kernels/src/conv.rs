@@ -1,0 +1,1 @@
+//! fp32 convolution kernels (im2col + GEMM, direct depthwise).

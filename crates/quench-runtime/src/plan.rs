@@ -1,0 +1,495 @@
+//! Planning and running a graph.
+
+use crate::registry::{Registry, normalize_domain};
+use crate::{BuildCtx, Op, RunCtx, RuntimeError};
+use quench_ir::graph::subgraph_free_names;
+use quench_ir::{Dim, Graph, Model, Tensor};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// One node, ready to run.
+#[derive(Debug)]
+struct Step {
+    op: Box<dyn Op>,
+    node: quench_ir::Node,
+    /// Value slots of the explicit inputs (`None` = omitted) then implicit ones.
+    inputs: Vec<Option<usize>>,
+    outputs: Vec<usize>,
+    /// Slots whose last reader is this step: freed after it runs.
+    release: Vec<usize>,
+}
+
+/// Receives every value a node produces (observers, debuggers).
+pub type ValueHook<'h> = &'h mut (dyn FnMut(&str, &Tensor) + Send);
+/// Receives each node's wall time (profilers).
+pub type TimeHook<'h> = &'h mut (dyn FnMut(&quench_ir::Node, std::time::Duration) + Send);
+
+/// Callbacks into a run, for observers, profilers and debuggers.
+#[derive(Default)]
+pub struct RunHooks<'h> {
+    /// Called with every value a node produces, right after the node runs.
+    pub on_value: Option<ValueHook<'h>>,
+    /// Called with each node's wall time.
+    pub on_node_time: Option<TimeHook<'h>>,
+    /// Keep every intermediate value instead of freeing it after its last use.
+    pub keep_all: bool,
+}
+
+/// A graph compiled for execution.
+#[derive(Debug)]
+pub struct Plan {
+    names: Vec<String>,
+    constants: Vec<(usize, Arc<Tensor>)>,
+    /// Runtime inputs: slot, name and declared type (for checks).
+    inputs: Vec<(usize, quench_ir::ValueInfo)>,
+    /// Values bound by an enclosing graph (subgraph free variables).
+    outer: Vec<(usize, String)>,
+    outputs: Vec<(usize, String)>,
+    steps: Vec<Step>,
+    n_slots: usize,
+}
+
+fn opset_map(model: &Model) -> HashMap<String, i64> {
+    let mut m: HashMap<String, i64> = model
+        .opset_imports
+        .iter()
+        .map(|o| (normalize_domain(&o.domain).to_string(), o.version))
+        .collect();
+    m.entry(String::new()).or_insert(21);
+    m
+}
+
+impl Plan {
+    /// Plans the main graph of `model`.
+    pub fn new(model: &Model, registry: &Registry) -> Result<Plan, RuntimeError> {
+        let opsets = opset_map(model);
+        Plan::compile(&model.graph, registry, &opsets, &[])
+    }
+
+    fn compile(
+        graph: &Graph,
+        registry: &Registry,
+        opsets: &HashMap<String, i64>,
+        outer_names: &[String],
+    ) -> Result<Plan, RuntimeError> {
+        let order = graph.topo_order(&|n| outer_names.iter().any(|o| o == n))?;
+        let mut slots: HashMap<String, usize> = HashMap::new();
+        let mut names: Vec<String> = Vec::new();
+        let mut slot_of = |name: &str, slots: &mut HashMap<String, usize>| -> usize {
+            *slots.entry(name.to_string()).or_insert_with(|| {
+                names.push(name.to_string());
+                names.len() - 1
+            })
+        };
+
+        // Constants: initializers and Constant nodes without inputs are folded
+        // into shared tensors so builders can pack weights.
+        let mut constants: HashMap<String, Arc<Tensor>> = graph
+            .initializers
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::new(v.clone())))
+            .collect();
+        let runtime_inputs: Vec<_> = graph.runtime_inputs().cloned().collect();
+        for ri in &runtime_inputs {
+            constants.remove(&ri.name);
+        }
+        for &i in &order {
+            let n = &graph.nodes[i];
+            if n.op_type == "Constant"
+                && normalize_domain(&n.domain).is_empty()
+                && let Some(out) = n.outputs.first()
+            {
+                let t = constant_node_value(n).map_err(|e| RuntimeError::at_node(n, e))?;
+                constants.insert(out.clone(), Arc::new(t));
+            }
+        }
+
+        let mut inputs = Vec::new();
+        for vi in &runtime_inputs {
+            inputs.push((slot_of(&vi.name, &mut slots), vi.clone()));
+        }
+        let mut outer = Vec::new();
+        for name in outer_names {
+            if !constants.contains_key(name) {
+                outer.push((slot_of(name, &mut slots), name.clone()));
+            }
+        }
+        let mut const_slots = Vec::new();
+        for (name, t) in &constants {
+            const_slots.push((slot_of(name, &mut slots), t.clone()));
+        }
+
+        let mut steps = Vec::new();
+        for &i in &order {
+            let node = &graph.nodes[i];
+            if node.op_type == "Constant" && normalize_domain(&node.domain).is_empty() {
+                continue;
+            }
+            let domain = normalize_domain(&node.domain);
+            let opset = opsets.get(domain).copied().unwrap_or(1);
+            let build =
+                registry
+                    .get(domain, &node.op_type)
+                    .ok_or_else(|| RuntimeError::UnknownOp {
+                        node: node.label(),
+                        op: node.op_type.clone(),
+                        domain: domain.to_string(),
+                        opset,
+                    })?;
+            let lookup = |name: &str| constants.get(name).map(|t| t.as_ref());
+            let implicit: Vec<String> = subgraph_free_names(node).map(str::to_string).collect();
+            let compile = |g: &Graph| {
+                let visible: Vec<String> = implicit.clone();
+                Plan::compile(g, registry, opsets, &visible)
+            };
+            let ctx = BuildCtx {
+                node,
+                opset,
+                constants: &lookup,
+                compile: &compile,
+            };
+            let op = build(&ctx).map_err(|e| RuntimeError::at_node(node, e))?;
+            let mut ins: Vec<Option<usize>> = node
+                .inputs
+                .iter()
+                .map(|n| (!n.is_empty()).then(|| slot_of(n, &mut slots)))
+                .collect();
+            ins.extend(implicit.iter().map(|n| Some(slot_of(n, &mut slots))));
+            let outs = node
+                .outputs
+                .iter()
+                .map(|n| slot_of(if n.is_empty() { "" } else { n }, &mut slots))
+                .collect();
+            steps.push(Step {
+                op,
+                node: node.clone(),
+                inputs: ins,
+                outputs: outs,
+                release: Vec::new(),
+            });
+        }
+
+        let mut outputs = Vec::new();
+        for o in &graph.outputs {
+            if !slots.contains_key(&o.name) && !outer_names.contains(&o.name) {
+                return Err(RuntimeError::Invalid(format!(
+                    "graph output '{}' is never computed",
+                    o.name
+                )));
+            }
+            outputs.push((slot_of(&o.name, &mut slots), o.name.clone()));
+        }
+
+        // Free each non-constant, non-output value after its last reader.
+        let pinned: std::collections::HashSet<usize> = outputs
+            .iter()
+            .map(|(s, _)| *s)
+            .chain(const_slots.iter().map(|(s, _)| *s))
+            .collect();
+        let mut last_use: HashMap<usize, usize> = HashMap::new();
+        for (si, st) in steps.iter().enumerate() {
+            for s in st.inputs.iter().flatten().chain(st.outputs.iter()) {
+                last_use.insert(*s, si);
+            }
+        }
+        for (slot, si) in last_use {
+            if !pinned.contains(&slot) {
+                steps[si].release.push(slot);
+            }
+        }
+        let n_slots = names.len();
+        Ok(Plan {
+            names,
+            constants: const_slots,
+            inputs,
+            outer,
+            outputs,
+            steps,
+            n_slots,
+        })
+    }
+
+    /// Names and declared types of the inputs a caller must feed.
+    pub fn input_infos(&self) -> impl Iterator<Item = &quench_ir::ValueInfo> {
+        self.inputs.iter().map(|(_, vi)| vi)
+    }
+
+    pub fn output_names(&self) -> impl Iterator<Item = &str> {
+        self.outputs.iter().map(|(_, n)| n.as_str())
+    }
+
+    /// Runs the plan on named inputs, returning the graph outputs in order.
+    pub fn run(
+        &self,
+        ctx: &RunCtx,
+        inputs: Vec<(String, Tensor)>,
+        hooks: &mut RunHooks,
+    ) -> Result<Vec<(String, Tensor)>, RuntimeError> {
+        let mut values: Vec<Option<Arc<Tensor>>> = vec![None; self.n_slots];
+        for (name, t) in inputs {
+            let Some((slot, vi)) = self.inputs.iter().find(|(_, vi)| vi.name == name) else {
+                let known: Vec<&str> = self.inputs.iter().map(|(_, v)| v.name.as_str()).collect();
+                return Err(RuntimeError::Input {
+                    name,
+                    message: format!("the model has no such input (inputs: {})", known.join(", ")),
+                });
+            };
+            check_input(vi, &t)?;
+            values[*slot] = Some(Arc::new(t));
+        }
+        self.run_slots(ctx, values, &[], hooks)
+    }
+
+    /// Runs a subgraph with its outer-scope values bound by name.
+    pub fn run_subgraph(
+        &self,
+        ctx: &RunCtx,
+        inputs: Vec<(String, Tensor)>,
+        outer: &[(&str, &Tensor)],
+    ) -> Result<Vec<(String, Tensor)>, RuntimeError> {
+        let mut values: Vec<Option<Arc<Tensor>>> = vec![None; self.n_slots];
+        for (name, t) in inputs {
+            if let Some((slot, _)) = self.inputs.iter().find(|(_, vi)| vi.name == name) {
+                values[*slot] = Some(Arc::new(t));
+            }
+        }
+        self.run_slots(ctx, values, outer, &mut RunHooks::default())
+    }
+
+    fn run_slots(
+        &self,
+        ctx: &RunCtx,
+        mut values: Vec<Option<Arc<Tensor>>>,
+        outer: &[(&str, &Tensor)],
+        hooks: &mut RunHooks,
+    ) -> Result<Vec<(String, Tensor)>, RuntimeError> {
+        for (slot, vi) in &self.inputs {
+            if values[*slot].is_none() {
+                return Err(RuntimeError::Input {
+                    name: vi.name.clone(),
+                    message: "not given".into(),
+                });
+            }
+        }
+        for (slot, name) in &self.outer {
+            let t = outer.iter().find(|(n, _)| n == name).ok_or_else(|| {
+                RuntimeError::Invalid(format!("subgraph reads '{name}', which is not bound"))
+            })?;
+            values[*slot] = Some(Arc::new(t.1.clone()));
+        }
+        for (slot, t) in &self.constants {
+            values[*slot] = Some(t.clone());
+        }
+        for step in &self.steps {
+            let args: Vec<Option<&Tensor>> = step
+                .inputs
+                .iter()
+                .map(|s| match s {
+                    None => Ok(None),
+                    Some(s) => values[*s].as_deref().map(Some).ok_or_else(|| {
+                        RuntimeError::Invalid(format!(
+                            "node '{}' reads '{}' before it is computed",
+                            step.node.label(),
+                            self.names[*s]
+                        ))
+                    }),
+                })
+                .collect::<Result<_, _>>()?;
+            let start = std::time::Instant::now();
+            let outs = step
+                .op
+                .run(ctx, &args)
+                .map_err(|e| RuntimeError::at_node(&step.node, e))?;
+            if let Some(f) = hooks.on_node_time.as_mut() {
+                f(&step.node, start.elapsed());
+            }
+            if outs.len()
+                < step
+                    .outputs
+                    .iter()
+                    .filter(|&&s| !self.names[s].is_empty())
+                    .count()
+            {
+                return Err(RuntimeError::at_node(
+                    &step.node,
+                    crate::OpError::Invalid(format!(
+                        "produced {} outputs, {} expected",
+                        outs.len(),
+                        step.outputs.len()
+                    )),
+                ));
+            }
+            drop(args);
+            for (slot, t) in step.outputs.iter().zip(outs) {
+                if self.names[*slot].is_empty() {
+                    continue;
+                }
+                if let Some(f) = hooks.on_value.as_mut() {
+                    f(&self.names[*slot], &t);
+                }
+                values[*slot] = Some(Arc::new(t));
+            }
+            if !hooks.keep_all {
+                for s in &step.release {
+                    values[*s] = None;
+                }
+            }
+        }
+        self.outputs
+            .iter()
+            .map(|(slot, name)| {
+                let v = values[*slot]
+                    .take()
+                    .or_else(|| {
+                        outer
+                            .iter()
+                            .find(|(n, _)| n == name)
+                            .map(|(_, t)| Arc::new((*t).clone()))
+                    })
+                    .ok_or_else(|| {
+                        RuntimeError::Invalid(format!("output '{name}' was not computed"))
+                    })?;
+                // Two outputs may name one value: keep the slot filled for the next.
+                values[*slot] = Some(v.clone());
+                Ok((
+                    name.clone(),
+                    Arc::try_unwrap(v).unwrap_or_else(|a| (*a).clone()),
+                ))
+            })
+            .collect()
+    }
+}
+
+/// The value of a `Constant` node from whichever attribute it uses.
+pub(crate) fn constant_node_value(n: &quench_ir::Node) -> Result<Tensor, crate::OpError> {
+    use quench_ir::Attr;
+    let (name, attr) =
+        n.attrs.iter().next().ok_or_else(|| {
+            crate::OpError::Invalid("Constant node has no value attribute".into())
+        })?;
+    Ok(match (name.as_str(), attr) {
+        ("value", Attr::Tensor(t)) => t.clone(),
+        ("value_float", Attr::Float(v)) => Tensor::scalar(*v),
+        ("value_floats", Attr::Floats(v)) => Tensor::from_vec(vec![v.len()], v.clone())?,
+        ("value_int", Attr::Int(v)) => Tensor::scalar(*v),
+        ("value_ints", Attr::Ints(v)) => Tensor::from_vec(vec![v.len()], v.clone())?,
+        ("value_string", Attr::String(s)) => {
+            Tensor::new(vec![], quench_ir::TensorData::String(vec![s.clone()]))?
+        }
+        ("value_strings", Attr::Strings(s)) => {
+            Tensor::new(vec![s.len()], quench_ir::TensorData::String(s.clone()))?
+        }
+        (other, _) => {
+            return Err(crate::OpError::Unsupported(format!(
+                "Constant with attribute '{other}'"
+            )));
+        }
+    })
+}
+
+/// Checks a fed tensor against the input's declared dtype and fixed dims.
+fn check_input(vi: &quench_ir::ValueInfo, t: &Tensor) -> Result<(), RuntimeError> {
+    let err = |message: String| {
+        Err(RuntimeError::Input {
+            name: vi.name.clone(),
+            message,
+        })
+    };
+    if let Some(dt) = vi.dtype()
+        && dt != t.dtype()
+    {
+        return err(format!("expected dtype {dt}, got {}", t.dtype()));
+    }
+    if let Some(shape) = vi.shape() {
+        let show = |s: &[Dim]| {
+            s.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("×")
+        };
+        if shape.len() != t.rank() {
+            return err(format!(
+                "expected shape [{}] (rank {}), got {:?}",
+                show(shape),
+                shape.len(),
+                t.shape()
+            ));
+        }
+        for (d, &actual) in shape.iter().zip(t.shape()) {
+            if let Dim::Fixed(want) = d
+                && *want != actual as u64
+            {
+                return err(format!(
+                    "expected shape [{}], got {:?}",
+                    show(shape),
+                    t.shape()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A plan plus the thread pool it runs in: what the CLI and tests hold.
+pub struct Session {
+    plan: Plan,
+    pool: rayon::ThreadPool,
+    threads: usize,
+}
+
+impl Session {
+    /// Plans `model` with every standard op, to run on `threads` threads
+    /// (0 = one per core).
+    pub fn new(model: &Model, threads: usize) -> Result<Session, RuntimeError> {
+        Session::with_registry(model, &Registry::standard(), threads)
+    }
+
+    pub fn with_registry(
+        model: &Model,
+        registry: &Registry,
+        threads: usize,
+    ) -> Result<Session, RuntimeError> {
+        let threads = if threads == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            threads
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| RuntimeError::Invalid(format!("cannot start {threads} threads: {e}")))?;
+        Ok(Session {
+            plan: Plan::new(model, registry)?,
+            pool,
+            threads,
+        })
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    pub fn run(
+        &self,
+        inputs: Vec<(String, Tensor)>,
+    ) -> Result<Vec<(String, Tensor)>, RuntimeError> {
+        self.run_with(inputs, &mut RunHooks::default())
+    }
+
+    pub fn run_with(
+        &self,
+        inputs: Vec<(String, Tensor)>,
+        hooks: &mut RunHooks,
+    ) -> Result<Vec<(String, Tensor)>, RuntimeError> {
+        let ctx = RunCtx {
+            threads: self.threads,
+        };
+        self.pool.install(|| self.plan.run(&ctx, inputs, hooks))
+    }
+}
