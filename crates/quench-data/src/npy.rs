@@ -6,6 +6,25 @@ use std::path::Path;
 
 const MAGIC: &[u8] = b"\x93NUMPY";
 
+/// A safe `.npy` file stem for a tensor name: ONNX names may contain `/` or `:`.
+pub fn file_stem_for(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() || s.starts_with('.') {
+        format!("_{s}")
+    } else {
+        s
+    }
+}
+
 pub fn read_npy(path: &Path) -> Result<Tensor, DataError> {
     let bytes = std::fs::read(path).map_err(|e| DataError::Io {
         path: path.to_path_buf(),

@@ -22,25 +22,6 @@ pub struct Args {
     threads: usize,
 }
 
-/// A file name for an output value: ONNX names may contain `/` or `:`.
-pub fn output_file_name(name: &str) -> String {
-    let s: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if s.is_empty() || s.starts_with('.') {
-        format!("_{s}")
-    } else {
-        s
-    }
-}
-
 pub fn run(args: Args) -> Result<()> {
     let model = super::load_model(&args.model)?;
     let mut feeds: Vec<(String, Tensor)> = Vec::new();
@@ -100,7 +81,9 @@ pub fn run(args: Args) -> Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     for (name, t) in &outputs {
-        let path = args.out.join(format!("{}.npy", output_file_name(name)));
+        let path = args
+            .out
+            .join(format!("{}.npy", quench_data::npy::file_stem_for(name)));
         if input_files.iter().any(|f| same_file(f, &path)) {
             bail!(
                 "refusing to overwrite input file {} with output '{name}'",
