@@ -10,6 +10,10 @@ value_info the file already carries, and writes the inferred intermediate types 
 `shape` is null when the rank is unknown; a null dim is unknown, a string dim is symbolic.
 Subgraph (If/Loop body) values are included under their own names.
 
+Where $QUENCH_CACHE/inputs/manifest.tsv names realistic inputs for a model, the model is also run
+with onnxruntime with every main-graph node output exposed, and the shapes seen are stored as
+"actual": {"name": [dims]} -- ground truth that both inferences must be consistent with.
+
 Usage: python check_shape_inference.py [MODELS_DIR] [OUT.json]
 """
 import glob, json, os, sys
@@ -55,8 +59,37 @@ def collect(g, out):
         collect(sg, out)
 
 
+def actual_shapes(path, inputs_npz):
+    """Runs the model with onnxruntime, exposing every main-graph node output."""
+    import numpy as np, onnxruntime as ort
+    m = onnx.load(path)
+    declared = {o.name for o in m.graph.output}
+    for n in m.graph.node:
+        for o in n.output:
+            if o and o not in declared:
+                m.graph.output.append(onnx.ValueInfoProto(name=o))
+                declared.add(o)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    feeds = dict(np.load(inputs_npz))
+    names = [o.name for o in sess.get_outputs()]
+    outs = sess.run(names, feeds)
+    return {n: list(np.asarray(v).shape) for n, v in zip(names, outs)}
+
+
+def manifest():
+    p = os.path.join(CACHE, "inputs", "manifest.tsv")
+    if not os.path.exists(p):
+        return {}
+    rows = [l.rstrip("\n").split("\t") for l in open(p) if l.strip()]
+    return {r[1]: os.path.join(CACHE, "inputs", r[2]) for r in rows if len(r) >= 3}
+
+
 def main():
     result = {}
+    inputs = manifest()
     for path in sorted(glob.glob(os.path.join(MODELS, "*", "*.onnx"))):
         rel = os.path.relpath(path, MODELS)
         m = onnx.load(path)
@@ -69,8 +102,14 @@ def main():
             entry["error"] = str(e)[:500]
             inferred = shape_inference.infer_shapes(m, strict_mode=False, data_prop=True)
         collect(inferred.graph, entry["values"])
+        if rel in inputs:
+            try:
+                entry["actual"] = actual_shapes(path, inputs[rel])
+            except Exception as e:
+                print(f"{rel}: onnxruntime run failed: {str(e)[:200]}")
         result[rel] = entry
         print(f"{rel}: {len(entry['values'])} values, strict={entry['strict']}"
+              + f", {len(entry.get('actual', {}))} actual"
               + (f" ({entry['error'][:120]})" if entry["error"] else ""))
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     with open(OUT, "w") as f:

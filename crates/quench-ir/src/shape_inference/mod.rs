@@ -419,14 +419,7 @@ impl Engine {
             let outs: Vec<Option<Fact>> = g
                 .outputs
                 .iter()
-                .map(|o| {
-                    facts.get(&o.name).cloned().or_else(|| match &o.ty {
-                        Some(ValueType::Tensor { dtype, shape }) => {
-                            Some(Fact::new(*dtype, shape.clone()))
-                        }
-                        _ => None,
-                    })
-                })
+                .map(|o| with_declared(facts.get(&o.name).cloned(), o))
                 .collect();
             if let Some(n) = nested.as_deref_mut() {
                 n.extend(facts);
@@ -544,6 +537,28 @@ fn refine(declared: Option<ValueType>, inferred: ValueType) -> ValueType {
         (Some(d @ ValueType::Tensor { .. }), _) | (Some(d @ ValueType::Opaque(_)), _) => d,
         (None, _) => inferred,
     }
+}
+
+/// An inferred fact completed by a branch output's declared type, dim by dim.
+fn with_declared(inferred: Option<Fact>, declared: &ValueInfo) -> Option<Fact> {
+    let Some(ValueType::Tensor { dtype, shape }) = &declared.ty else {
+        return inferred;
+    };
+    let Some(mut f) = inferred else {
+        return Some(Fact::new(*dtype, shape.clone()));
+    };
+    match (&mut f.shape, shape) {
+        (None, Some(d)) => f.shape = Some(d.clone()),
+        (Some(s), Some(d)) if s.len() == d.len() => {
+            for (a, b) in s.iter_mut().zip(d) {
+                if let Ok(u) = dims::unify(a, b) {
+                    *a = u;
+                }
+            }
+        }
+        _ => {}
+    }
+    Some(f)
 }
 
 /// What two possible facts for one value have in common.
