@@ -6,6 +6,7 @@
 //! `cargo test -p quench-ir --test shape_inference_vs_onnx -- --nocapture` prints the table.
 
 use quench_ir::shape_inference::{Fact, infer};
+
 use quench_ir::{Attr, Dim, Graph};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -137,8 +138,8 @@ fn agrees_with_onnx_on_real_models() {
     let mut conflicts = Vec::new();
     let (mut wrong, mut checked) = (Vec::new(), 0usize);
     println!(
-        "{:<45} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}",
-        "model", "agree", "q+", "onnx+", "mixed", "CONFL", "q?", "onnx?"
+        "{:<45} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>9}",
+        "model", "agree", "q+", "onnx+", "mixed", "CONFL", "q?", "onnx?", "complete"
     );
     for (rel, entry) in models {
         let path = cache().join("models").join(rel);
@@ -151,6 +152,11 @@ fn agrees_with_onnx_on_real_models() {
             Ok(f) => f,
             Err(e) => panic!("{rel}: inference failed: {e}"),
         };
+        let mut filled = model.clone();
+        let report = quench_ir::shape_inference::infer_shapes(&mut filled)
+            .unwrap_or_else(|e| panic!("{rel}: infer_shapes failed: {e}"));
+        assert_eq!(report.untyped, 0, "{rel}: {report:?}");
+        assert!(!filled.graph.value_info.is_empty());
         let theirs = entry["values"].as_object().expect("values object");
         let mut t = Tally::default();
         for (name, v) in theirs {
@@ -187,8 +193,18 @@ fn agrees_with_onnx_on_real_models() {
             .filter(|n| facts.contains_key(n) && !theirs.contains_key(n))
             .count();
         t.onnx_unknown = ours_only;
+        let nodes = model_outputs_of_nodes(&model.graph);
+        let complete = nodes
+            .iter()
+            .filter(|n| {
+                facts
+                    .get(*n)
+                    .and_then(|f| f.shape.as_ref())
+                    .is_some_and(|s| !s.contains(&Dim::Unknown))
+            })
+            .count();
         println!(
-            "{:<45} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}",
+            "{:<45} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>4}/{:<4}",
             rel,
             t.agree,
             t.quench_more,
@@ -196,7 +212,9 @@ fn agrees_with_onnx_on_real_models() {
             t.mixed,
             t.conflict,
             t.quench_unknown,
-            t.onnx_unknown
+            t.onnx_unknown,
+            complete,
+            nodes.len()
         );
         total.agree += t.agree;
         total.quench_more += t.quench_more;
@@ -209,7 +227,7 @@ fn agrees_with_onnx_on_real_models() {
     println!("total: {total:?}");
     println!(
         "(agree: same dtype and dims, different symbol names counted as equal, onnx's generated unk__N = unknown; q+/onnx+: one side \
-         knows more dims; q?/onnx?: untyped on that side; graph outputs not compared)"
+         knows more dims; q?/onnx?: untyped on that side; complete: Quench values with every dim known; graph outputs not compared)"
     );
     for c in conflicts.iter().take(30) {
         println!("CONFLICT {c}");

@@ -4,7 +4,8 @@
 //! those chains element by element (a dim may stay a symbol such as `batch`)
 //! lets the consumers' shapes resolve statically.
 
-use super::tensor_ops::{shape_window, slice_params, slice_range};
+use super::slicing::{slice_params, slice_range};
+use super::tensor_ops::shape_window;
 use super::{Fact, OpCx, SymInt};
 use crate::{DType, Dim};
 
@@ -72,7 +73,13 @@ pub(super) fn fold(cx: &OpCx, out: &Fact) -> Option<Vec<SymInt>> {
                 _ => None,
             };
             let (s, d) = (one(0)?, one(2)?);
-            (0..len as i64).map(|k| SymInt::Int(s + k * d)).collect()
+            (0..len as i64)
+                .map(|k| {
+                    k.checked_mul(d)
+                        .and_then(|x| x.checked_add(s))
+                        .map_or(SymInt::Unknown, SymInt::Int)
+                })
+                .collect()
         }
         _ => return None,
     };
@@ -141,7 +148,7 @@ fn binary(cx: &OpCx, len: usize) -> Option<Vec<SymInt>> {
                         "Add" => p.checked_add(q).map_or(SymInt::Unknown, SymInt::Int),
                         "Sub" => p.checked_sub(q).map_or(SymInt::Unknown, SymInt::Int),
                         "Mul" => p.checked_mul(q).map_or(SymInt::Unknown, SymInt::Int),
-                        "Div" if q != 0 => SymInt::Int(p / q),
+                        "Div" => p.checked_div(q).map_or(SymInt::Unknown, SymInt::Int),
                         "Max" => SymInt::Int(p.max(q)),
                         "Min" => SymInt::Int(p.min(q)),
                         _ => SymInt::Unknown,

@@ -14,6 +14,7 @@ mod dims;
 mod elementwise;
 mod fold;
 mod nn;
+mod slicing;
 mod tensor_ops;
 #[cfg(test)]
 mod tests;
@@ -346,7 +347,8 @@ impl Engine {
             let op = node.op_type.as_str();
             let rule = elementwise::rule(op)
                 .or_else(|| nn::rule(op))
-                .or_else(|| tensor_ops::rule(op));
+                .or_else(|| tensor_ops::rule(op))
+                .or_else(|| slicing::rule(op));
             match rule {
                 Some(rule) => Some(rule(&cx).map_err(wrap)?),
                 None => None,

@@ -84,7 +84,7 @@ impl Window {
     /// Output size along spatial axis `i` of an input of size `d`.
     fn out(&self, i: usize, d: &Dim) -> Result<Dim, String> {
         let (k, s, dl) = (self.kernel[i], self.strides[i], self.dilations[i]);
-        let window = (k - 1) * dl + 1;
+        let window = (k as i128 - 1) * dl as i128 + 1;
         let (pb, pe) = match self.auto_pad.as_str() {
             "VALID" => (0, 0),
             "SAME_UPPER" | "SAME_LOWER" => {
@@ -103,7 +103,9 @@ impl Window {
                 Dim::Unknown
             });
         };
-        let span = *v as i64 + pb + pe - window;
+        // i128: attribute values come from the file and may be absurd.
+        let (v, pb, pe, window, s) = (*v as i128, pb as i128, pe as i128, window, s as i128);
+        let span = v + pb + pe - window;
         if span < 0 {
             return Err(format!(
                 "spatial dim {v} (padded by {pb}+{pe}) is smaller than the window {window}"
@@ -114,11 +116,16 @@ impl Window {
         } else {
             span / s + 1
         };
-        if self.ceil && (o - 1) * s >= *v as i64 + pb {
+        if self.ceil && (o - 1) * s >= v + pb {
             o -= 1;
         }
-        Ok(Dim::Fixed(o as u64))
+        Ok(fixed_i128(o))
     }
+}
+
+/// A computed size as a dim; negative or absurd sizes are unknown.
+fn fixed_i128(v: i128) -> Dim {
+    u64::try_from(v).map_or(Dim::Unknown, Dim::Fixed)
 }
 
 /// Conv, ConvInteger and QLinearConv: x is input `xi`, weights input `wi`.
@@ -139,15 +146,15 @@ fn conv(cx: &OpCx, xi: usize, wi: usize, out: Option<DType>) -> Outs {
             fmt_shape(ws)
         ));
     }
-    let group = cx.attr_int("group", 1)?;
+    let group = positive_group(cx)?;
     if let (Some(c), Some(wc)) = (fixed(&xs[1]), fixed(&ws[1]))
-        && c != wc * group as u64
+        && c as u128 != wc as u128 * group as u128
     {
         return Err(format!(
             "input {} has {c} channels but weights {} with group {group} expect {}",
             fmt_shape(xs),
             fmt_shape(ws),
-            wc * group as u64
+            wc as u128 * group as u128
         ));
     }
     let kernel = match cx.attr_ints("kernel_shape")? {
@@ -175,6 +182,13 @@ fn conv(cx: &OpCx, xi: usize, wi: usize, out: Option<DType>) -> Outs {
     cx.one(Fact::shaped(dtype, s))
 }
 
+fn positive_group(cx: &OpCx) -> Result<i64, String> {
+    match cx.attr_int("group", 1)? {
+        g if g >= 1 => Ok(g),
+        g => Err(format!("attribute 'group' is {g}, expected >= 1")),
+    }
+}
+
 fn conv_transpose(cx: &OpCx) -> Outs {
     let x = need!(cx.fact(0));
     let (Some(xs), Some(ws)) = (cx.shape(0), cx.shape(1)) else {
@@ -188,7 +202,7 @@ fn conv_transpose(cx: &OpCx) -> Outs {
         ));
     }
     let n = xs.len() - 2;
-    let group = cx.attr_int("group", 1)?;
+    let group = positive_group(cx)?;
     if let (Some(c), Some(wc)) = (fixed(&xs[1]), fixed(&ws[0]))
         && c != wc
     {
@@ -199,7 +213,7 @@ fn conv_transpose(cx: &OpCx) -> Outs {
         ));
     }
     let channels = match fixed(&ws[1]) {
-        Some(c) => Dim::Fixed(c * group as u64),
+        Some(c) => fixed_i128(c as i128 * group as i128),
         None => Dim::Unknown,
     };
     let mut s = vec![xs[0].clone(), channels];
@@ -227,24 +241,24 @@ fn conv_transpose(cx: &OpCx) -> Outs {
             s.push(Dim::Unknown);
             continue;
         };
-        let st = w.strides[i];
+        let st = w.strides[i] as i128;
         let o = match w.auto_pad.as_str() {
-            "SAME_UPPER" | "SAME_LOWER" => v as i64 * st,
+            "SAME_UPPER" | "SAME_LOWER" => v as i128 * st,
             _ => {
                 let (pb, pe) = if w.auto_pad == "VALID" {
                     (0, 0)
                 } else {
-                    (w.pads[i], w.pads[i + n])
+                    (w.pads[i] as i128, w.pads[i + n] as i128)
                 };
-                st * (v as i64 - 1)
-                    + out_pad.get(i).copied().unwrap_or(0)
-                    + (w.kernel[i] - 1) * w.dilations[i]
+                st * (v as i128 - 1)
+                    + out_pad.get(i).copied().unwrap_or(0) as i128
+                    + (w.kernel[i] as i128 - 1) * w.dilations[i] as i128
                     + 1
                     - pb
                     - pe
             }
         };
-        s.push(dims::dim_from_i64(o));
+        s.push(fixed_i128(o));
     }
     cx.one(Fact::shaped(x.dtype, s))
 }

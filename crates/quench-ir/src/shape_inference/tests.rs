@@ -288,6 +288,14 @@ fn expand_constant_of_shape_range_pad_resize() {
         .init("ten", Tensor::scalar(10i64))
         .op("Range", &["zero", "ten", "two"], "r")
         .op("Range", &["zero", "n", "two"], "r2")
+        .init("one", Tensor::scalar(1i64))
+        .init("i3", Tensor::scalar(3i64))
+        .op("Gather", &["sh", "i3"], "w")
+        .op("Range", &["zero", "w", "one"], "r3")
+        .input("y", DType::F32, vec![s("b"), s("t")])
+        .op("Shape", &["y"], "shy")
+        .op("Gather", &["shy", "one"], "t")
+        .op("Range", &["zero", "t", "one"], "r4")
         .ints("pads", &[0, 0, 1, 2, 0, 0, 1, 2])
         .op("Pad", &["x", "pads"], "p")
         .init(
@@ -303,6 +311,8 @@ fn expand_constant_of_shape_range_pad_resize() {
     assert_eq!(facts["cs"].dtype, DType::I64);
     assert_eq!(facts["r"].shape, Some(vec![f(5)]));
     assert_eq!(facts["r2"].shape, Some(vec![U]));
+    assert_eq!(facts["r3"].shape, Some(vec![f(8)]));
+    assert_eq!(facts["r4"].shape, Some(vec![s("t")]));
     assert_eq!(facts["p"].shape, Some(vec![s("b"), f(1), f(10), f(12)]));
     assert_eq!(facts["rs"].shape, Some(vec![s("b"), f(1), f(16), f(4)]));
     assert_eq!(facts["rz"].shape, Some(vec![f(1), f(1), f(3), f(3)]));
@@ -454,4 +464,56 @@ fn if_branches_agree_or_condition_decides() {
     };
     assert_eq!(eg.value_info[0].shape(), Some(&[s("b"), f(6)][..]));
     assert_eq!(eg.outputs[0].shape(), Some(&[f(2), U][..]));
+}
+
+/// Values a malformed file may hold must give errors or unknowns, never panics.
+#[test]
+fn absurd_attributes_do_not_panic() {
+    let big = i64::MAX;
+    let conv = |attr: &str, v: Attr| {
+        G::new(13)
+            .input("x", DType::F32, vec![f(1), f(3), f(8), f(8)])
+            .weight("w", &[4, 3, 3, 3])
+            .node(Node::new("Conv", "c", &["x", "w"], &["c"]).with_attr(attr, v))
+    };
+    for (attr, v) in [
+        ("strides", ints(&[big, big])),
+        ("dilations", ints(&[big, 1])),
+        ("pads", ints(&[big, big, big, big])),
+        ("pads", ints(&[-big, 0, 0, 0])),
+        ("group", Attr::Int(-1)),
+        ("group", Attr::Int(big)),
+        ("kernel_shape", ints(&[big, big])),
+    ] {
+        let _ = infer(&conv(attr, v).model);
+    }
+    let g = G::new(13)
+        .input("x", DType::F32, vec![f(0), f(5)])
+        .ints("st", &[big, i64::MIN])
+        .ints("en", &[i64::MIN, big])
+        .ints("step", &[i64::MIN, big])
+        .op("Slice", &["x", "st", "en", "", "step"], "s")
+        .ints("pads", &[big, big, big, big])
+        .op("Pad", &["x", "pads"], "p")
+        .ints("reps", &[big, big])
+        .op("Tile", &["x", "reps"], "t")
+        .ints("sp", &[big, big])
+        .op("Split", &["x", "sp"], "sp")
+        .init("min", Tensor::scalar(i64::MIN))
+        .init("m1", Tensor::scalar(-1i64))
+        .op("Div", &["min", "m1"], "d")
+        .init("z", Tensor::scalar(0i64))
+        .init("ten", Tensor::scalar(10i64))
+        .op("Range", &["min", "ten", "min"], "r")
+        .op("Range", &["z", "ten", "min"], "r2")
+        .ints("huge", &[big, big, 2])
+        .op("Reshape", &["x", "huge"], "rs");
+    let _ = infer(&g.model);
+    let g = G::new(13)
+        .input("x", DType::F32, vec![f(0), f(5)])
+        .ints("st", &[-1])
+        .ints("en", &[i64::MIN])
+        .ints("step", &[-1])
+        .op("Slice", &["x", "st", "en", "", "step"], "s");
+    assert_eq!(g.shape("s"), Some(vec![f(0), f(5)]));
 }
