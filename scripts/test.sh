@@ -15,6 +15,8 @@ step "ONNX backend node tests"
 CASES=$(scripts/gen-node-tests.sh | tail -n 1)
 step "real models and ONNX Runtime references"
 scripts/make-inputs.sh | tail -n 1
+step "ONNX's shape inference on the real models (reference for Quench's)"
+"$QUENCH_PY" scripts/check_shape_inference.py > /dev/null
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
