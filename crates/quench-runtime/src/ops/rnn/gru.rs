@@ -1,7 +1,7 @@
 //! GRU (gate order z, r, h), both `linear_before_reset` forms, clip, custom
 //! activations, sequence_lens and both layouts.
 
-use super::{Common, Io, clip, times_transposed};
+use super::{Common, DirOut, Io, clip, times_transposed};
 use crate::{BuildCtx, Op, OpError, RunCtx, bail_invalid};
 use quench_ir::Tensor;
 
@@ -27,107 +27,107 @@ pub(super) fn build(ctx: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
 impl Op for Gru {
     fn run(&self, ctx: &RunCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let io = Io::new(&self.c, 3, inputs)?;
-        let (batch, hid, dirs) = (io.batch, io.hidden, io.dirs);
+        let outs = super::run_directions(&io, &self.c.reverse, ctx.threads, |d, rev, threads| {
+            self.direction(&io, d, rev, threads)
+        });
+        let (y, states) = super::assemble(&io, outs);
+        let mut outs = vec![Tensor::from_vec(io.y_shape(), y)?];
+        for s in states {
+            outs.push(Tensor::from_vec(io.state_shape(), s)?);
+        }
+        Ok(outs.into_iter().take(self.c.outputs).collect())
+    }
+}
+
+impl Gru {
+    fn direction(&self, io: &Io, d: usize, rev: bool, threads: usize) -> DirOut {
+        let (batch, hid) = (io.batch, io.hidden);
         let gh = 3 * hid;
-        let state_len = dirs * batch * hid;
-        let mut y = vec![0f32; io.seq * state_len];
-        let mut y_h = vec![0f32; state_len];
-        let max_len = io.lens.iter().copied().max().unwrap_or(0);
         let lbr = self.linear_before_reset;
-        for (d, &rev) in self.c.reverse.iter().enumerate() {
-            let mut xw = io.project(d, 3, ctx.threads);
-            // Wb for every gate and Rb for z and r add straight to the
-            // projection; Rb_h sits inside the reset gate's reach.
-            let mut rb_h = vec![0f32; hid];
-            if let Some(b) = io.b {
-                let bd = &b[d * 2 * gh..(d + 1) * 2 * gh];
-                let bias: Vec<f32> = (0..gh)
-                    .map(|j| bd[j] + if j < 2 * hid { bd[gh + j] } else { 0.0 })
-                    .collect();
-                for row in xw.chunks_mut(gh.max(1)) {
-                    row.iter_mut().zip(&bias).for_each(|(x, b)| *x += b);
-                }
-                rb_h.copy_from_slice(&bd[gh + 2 * hid..2 * gh]);
+        let mut y = vec![0f32; io.seq * batch * hid];
+        let mut xw = io.project(d, 3, threads);
+        // Wb for every gate and Rb for z and r add straight to the
+        // projection; Rb_h sits inside the reset gate's reach.
+        let mut rb_h = vec![0f32; hid];
+        if let Some(b) = io.b {
+            let bd = &b[d * 2 * gh..(d + 1) * 2 * gh];
+            let bias: Vec<f32> = (0..gh)
+                .map(|j| bd[j] + if j < 2 * hid { bd[gh + j] } else { 0.0 })
+                .collect();
+            for row in xw.chunks_mut(gh.max(1)) {
+                row.iter_mut().zip(&bias).for_each(|(x, b)| *x += b);
             }
-            let r = &io.r[d * gh * hid..(d + 1) * gh * hid];
-            let (r_zr, r_h) = r.split_at(2 * hid * hid);
-            let (f, g) = (self.c.acts[d][0], self.c.acts[d][1]);
-            let mut h = io.initial(io.h0, d);
-            // Per entry: z, r, then (linear_before_reset) h · R_hᵀ.
-            let gw = if lbr { gh } else { 2 * hid };
-            let mut gates = vec![0f32; batch * gw];
-            let mut rh = vec![0f32; batch * hid];
-            let mut hr = vec![0f32; batch * hid];
-            for s in 0..max_len {
-                if lbr {
-                    times_transposed(&h, batch, hid, r, gh, &mut gates, ctx.threads);
-                } else {
-                    times_transposed(&h, batch, hid, r_zr, 2 * hid, &mut gates, ctx.threads);
-                }
-                for b in 0..batch {
-                    let Some(t) = io.step_time(s, b, rev) else {
-                        continue;
-                    };
-                    let row = io.x_row(t, b);
-                    let xr = &xw[row * gh..(row + 1) * gh];
-                    let gb = &mut gates[b * gw..(b + 1) * gw];
-                    let (zr, hh) = gb.split_at_mut(2 * hid);
-                    zr.iter_mut().zip(xr).for_each(|(x, w)| *x += w);
-                    clip(zr, self.c.clip);
-                    f.apply(zr);
-                    let rg = &zr[hid..];
-                    if lbr {
-                        for j in 0..hid {
-                            hh[j] = xr[2 * hid + j] + rg[j] * (hh[j] + rb_h[j]);
-                        }
-                    } else {
-                        let hb = &h[b * hid..(b + 1) * hid];
-                        for j in 0..hid {
-                            rh[b * hid + j] = rg[j] * hb[j];
-                        }
-                    }
-                }
-                if !lbr {
-                    times_transposed(&rh, batch, hid, r_h, hid, &mut hr, ctx.threads);
-                }
-                for b in 0..batch {
-                    let Some(t) = io.step_time(s, b, rev) else {
-                        continue;
-                    };
-                    let row = io.x_row(t, b);
-                    let xr = &xw[row * gh..(row + 1) * gh];
-                    let gb = &mut gates[b * gw..(b + 1) * gw];
-                    let (zr, rest) = gb.split_at_mut(2 * hid);
-                    let hh: &mut [f32] = if lbr {
-                        rest
-                    } else {
-                        let hh = &mut hr[b * hid..(b + 1) * hid];
-                        for j in 0..hid {
-                            hh[j] += xr[2 * hid + j] + rb_h[j];
-                        }
-                        hh
-                    };
-                    clip(hh, self.c.clip);
-                    g.apply(hh);
-                    let hb = &mut h[b * hid..(b + 1) * hid];
-                    for j in 0..hid {
-                        let z = zr[j];
-                        hb[j] = (1.0 - z) * hh[j] + z * hb[j];
-                    }
-                    let o = io.y_at(t, d, b);
-                    y[o..o + hid].copy_from_slice(hb);
-                }
+            rb_h.copy_from_slice(&bd[gh + 2 * hid..2 * gh]);
+        }
+        let r = &io.r[d * gh * hid..(d + 1) * gh * hid];
+        let (r_zr, r_h) = r.split_at(2 * hid * hid);
+        let (f, g) = (self.c.acts[d][0], self.c.acts[d][1]);
+        let mut h = io.initial(io.h0, d);
+        // Per entry: z, r, then (linear_before_reset) h · R_hᵀ.
+        let gw = if lbr { gh } else { 2 * hid };
+        let mut gates = vec![0f32; batch * gw];
+        let mut rh = vec![0f32; batch * hid];
+        let mut hr = vec![0f32; batch * hid];
+        for s in 0..io.max_len() {
+            if lbr {
+                times_transposed(&h, batch, hid, r, gh, &mut gates, threads);
+            } else {
+                times_transposed(&h, batch, hid, r_zr, 2 * hid, &mut gates, threads);
             }
             for b in 0..batch {
-                let o = io.state_at(d, b);
-                y_h[o..o + hid].copy_from_slice(&h[b * hid..(b + 1) * hid]);
+                let Some(t) = io.step_time(s, b, rev) else {
+                    continue;
+                };
+                let row = io.x_row(t, b);
+                let xr = &xw[row * gh..(row + 1) * gh];
+                let gb = &mut gates[b * gw..(b + 1) * gw];
+                let (zr, hh) = gb.split_at_mut(2 * hid);
+                zr.iter_mut().zip(xr).for_each(|(x, w)| *x += w);
+                clip(zr, self.c.clip);
+                f.apply(zr);
+                let rg = &zr[hid..];
+                if lbr {
+                    for j in 0..hid {
+                        hh[j] = xr[2 * hid + j] + rg[j] * (hh[j] + rb_h[j]);
+                    }
+                } else {
+                    let hb = &h[b * hid..(b + 1) * hid];
+                    for j in 0..hid {
+                        rh[b * hid + j] = rg[j] * hb[j];
+                    }
+                }
+            }
+            if !lbr {
+                times_transposed(&rh, batch, hid, r_h, hid, &mut hr, threads);
+            }
+            for b in 0..batch {
+                let Some(t) = io.step_time(s, b, rev) else {
+                    continue;
+                };
+                let row = io.x_row(t, b);
+                let xr = &xw[row * gh..(row + 1) * gh];
+                let gb = &mut gates[b * gw..(b + 1) * gw];
+                let (zr, rest) = gb.split_at_mut(2 * hid);
+                let hh: &mut [f32] = if lbr {
+                    rest
+                } else {
+                    let hh = &mut hr[b * hid..(b + 1) * hid];
+                    for j in 0..hid {
+                        hh[j] += xr[2 * hid + j] + rb_h[j];
+                    }
+                    hh
+                };
+                clip(hh, self.c.clip);
+                g.apply(hh);
+                let hb = &mut h[b * hid..(b + 1) * hid];
+                for j in 0..hid {
+                    let z = zr[j];
+                    hb[j] = (1.0 - z) * hh[j] + z * hb[j];
+                }
+                y[row * hid..(row + 1) * hid].copy_from_slice(hb);
             }
         }
-        let outs = vec![
-            Tensor::from_vec(io.y_shape(), y)?,
-            Tensor::from_vec(io.state_shape(), y_h)?,
-        ];
-        Ok(outs.into_iter().take(self.c.outputs).collect())
+        DirOut { y, states: vec![h] }
     }
 }
 

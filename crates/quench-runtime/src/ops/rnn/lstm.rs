@@ -1,7 +1,7 @@
 //! LSTM (gate order i, o, f, c), with peepholes, input_forget, clip,
 //! custom activations, sequence_lens and both layouts.
 
-use super::{Common, Io, clip, expect_shape, f32_input, times_transposed};
+use super::{Common, DirOut, Io, clip, expect_shape, f32_input, times_transposed};
 use crate::op::optional;
 use crate::{BuildCtx, Op, OpError, RunCtx, bail_invalid};
 use quench_ir::Tensor;
@@ -25,8 +25,7 @@ pub(super) fn build(ctx: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
 impl Op for Lstm {
     fn run(&self, ctx: &RunCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let io = Io::new(&self.c, 4, inputs)?;
-        let (batch, hid, dirs) = (io.batch, io.hidden, io.dirs);
-        let gh = 4 * hid;
+        let (hid, dirs) = (io.hidden, io.dirs);
         let c0 = match optional(inputs, 6) {
             Some(t) => {
                 expect_shape(t, &io.state_shape(), "input 6 (initial_c)")?;
@@ -41,90 +40,100 @@ impl Op for Lstm {
             }
             None => None,
         };
-        let state_len = dirs * batch * hid;
-        let mut y = vec![0f32; io.seq * state_len];
-        let mut y_h = vec![0f32; state_len];
-        let mut y_c = vec![0f32; state_len];
-        let max_len = io.lens.iter().copied().max().unwrap_or(0);
-        for (d, &rev) in self.c.reverse.iter().enumerate() {
-            let mut xw = io.project(d, 4, ctx.threads);
-            if let Some(b) = io.b {
-                let bd = &b[d * 2 * gh..(d + 1) * 2 * gh];
-                let bias: Vec<f32> = (0..gh).map(|j| bd[j] + bd[gh + j]).collect();
-                for row in xw.chunks_mut(gh.max(1)) {
-                    row.iter_mut().zip(&bias).for_each(|(x, b)| *x += b);
-                }
-            }
-            let r = &io.r[d * gh * hid..(d + 1) * gh * hid];
-            let peep = p.map(|p| &p[d * 3 * hid..(d + 1) * 3 * hid]);
-            let acts = &self.c.acts[d];
-            let (f, g, h_act) = (acts[0], acts[1], acts[2]);
-            let mut h = io.initial(io.h0, d);
-            let mut c = io.initial(c0, d);
-            let mut gates = vec![0f32; batch * gh];
-            for s in 0..max_len {
-                times_transposed(&h, batch, hid, r, gh, &mut gates, ctx.threads);
-                for b in 0..batch {
-                    let Some(t) = io.step_time(s, b, rev) else {
-                        continue;
-                    };
-                    let row = io.x_row(t, b);
-                    let gb = &mut gates[b * gh..(b + 1) * gh];
-                    gb.iter_mut()
-                        .zip(&xw[row * gh..(row + 1) * gh])
-                        .for_each(|(x, w)| *x += w);
-                    let (gi, rest) = gb.split_at_mut(hid);
-                    let (go, rest) = rest.split_at_mut(hid);
-                    let (gf, gc) = rest.split_at_mut(hid);
-                    let cb = &mut c[b * hid..(b + 1) * hid];
-                    if let Some(p) = peep {
-                        for j in 0..hid {
-                            gi[j] += p[j] * cb[j];
-                            gf[j] += p[2 * hid + j] * cb[j];
-                        }
-                    }
-                    clip(gi, self.c.clip);
-                    f.apply(gi);
-                    if self.input_forget {
-                        gf.iter_mut().zip(gi.iter()).for_each(|(f, i)| *f = 1.0 - i);
-                    } else {
-                        clip(gf, self.c.clip);
-                        f.apply(gf);
-                    }
-                    clip(gc, self.c.clip);
-                    g.apply(gc);
-                    for j in 0..hid {
-                        cb[j] = gf[j] * cb[j] + gi[j] * gc[j];
-                    }
-                    if let Some(p) = peep {
-                        for j in 0..hid {
-                            go[j] += p[hid + j] * cb[j];
-                        }
-                    }
-                    clip(go, self.c.clip);
-                    f.apply(go);
-                    gc.copy_from_slice(cb);
-                    h_act.apply(gc);
-                    let hb = &mut h[b * hid..(b + 1) * hid];
-                    for j in 0..hid {
-                        hb[j] = go[j] * gc[j];
-                    }
-                    let o = io.y_at(t, d, b);
-                    y[o..o + hid].copy_from_slice(hb);
-                }
-            }
-            for b in 0..batch {
-                let o = io.state_at(d, b);
-                y_h[o..o + hid].copy_from_slice(&h[b * hid..(b + 1) * hid]);
-                y_c[o..o + hid].copy_from_slice(&c[b * hid..(b + 1) * hid]);
+        let outs = super::run_directions(&io, &self.c.reverse, ctx.threads, |d, rev, threads| {
+            self.direction(&io, d, rev, c0, p, threads)
+        });
+        let (y, states) = super::assemble(&io, outs);
+        let mut outs = vec![Tensor::from_vec(io.y_shape(), y)?];
+        for s in states {
+            outs.push(Tensor::from_vec(io.state_shape(), s)?);
+        }
+        Ok(outs.into_iter().take(self.c.outputs).collect())
+    }
+}
+
+impl Lstm {
+    fn direction(
+        &self,
+        io: &Io,
+        d: usize,
+        rev: bool,
+        c0: Option<&[f32]>,
+        p: Option<&[f32]>,
+        threads: usize,
+    ) -> DirOut {
+        let (batch, hid) = (io.batch, io.hidden);
+        let gh = 4 * hid;
+        let mut y = vec![0f32; io.seq * batch * hid];
+        let mut xw = io.project(d, 4, threads);
+        if let Some(b) = io.b {
+            let bd = &b[d * 2 * gh..(d + 1) * 2 * gh];
+            let bias: Vec<f32> = (0..gh).map(|j| bd[j] + bd[gh + j]).collect();
+            for row in xw.chunks_mut(gh.max(1)) {
+                row.iter_mut().zip(&bias).for_each(|(x, b)| *x += b);
             }
         }
-        let outs = vec![
-            Tensor::from_vec(io.y_shape(), y)?,
-            Tensor::from_vec(io.state_shape(), y_h)?,
-            Tensor::from_vec(io.state_shape(), y_c)?,
-        ];
-        Ok(outs.into_iter().take(self.c.outputs).collect())
+        let r = &io.r[d * gh * hid..(d + 1) * gh * hid];
+        let peep = p.map(|p| &p[d * 3 * hid..(d + 1) * 3 * hid]);
+        let acts = &self.c.acts[d];
+        let (f, g, h_act) = (acts[0], acts[1], acts[2]);
+        let mut h = io.initial(io.h0, d);
+        let mut c = io.initial(c0, d);
+        let mut gates = vec![0f32; batch * gh];
+        for s in 0..io.max_len() {
+            times_transposed(&h, batch, hid, r, gh, &mut gates, threads);
+            for b in 0..batch {
+                let Some(t) = io.step_time(s, b, rev) else {
+                    continue;
+                };
+                let row = io.x_row(t, b);
+                let gb = &mut gates[b * gh..(b + 1) * gh];
+                gb.iter_mut()
+                    .zip(&xw[row * gh..(row + 1) * gh])
+                    .for_each(|(x, w)| *x += w);
+                let (gi, rest) = gb.split_at_mut(hid);
+                let (go, rest) = rest.split_at_mut(hid);
+                let (gf, gc) = rest.split_at_mut(hid);
+                let cb = &mut c[b * hid..(b + 1) * hid];
+                if let Some(p) = peep {
+                    for j in 0..hid {
+                        gi[j] += p[j] * cb[j];
+                        gf[j] += p[2 * hid + j] * cb[j];
+                    }
+                }
+                clip(gi, self.c.clip);
+                f.apply(gi);
+                if self.input_forget {
+                    gf.iter_mut().zip(gi.iter()).for_each(|(f, i)| *f = 1.0 - i);
+                } else {
+                    clip(gf, self.c.clip);
+                    f.apply(gf);
+                }
+                clip(gc, self.c.clip);
+                g.apply(gc);
+                for j in 0..hid {
+                    cb[j] = gf[j] * cb[j] + gi[j] * gc[j];
+                }
+                if let Some(p) = peep {
+                    for j in 0..hid {
+                        go[j] += p[hid + j] * cb[j];
+                    }
+                }
+                clip(go, self.c.clip);
+                f.apply(go);
+                gc.copy_from_slice(cb);
+                h_act.apply(gc);
+                let hb = &mut h[b * hid..(b + 1) * hid];
+                for j in 0..hid {
+                    hb[j] = go[j] * gc[j];
+                }
+                y[row * hid..(row + 1) * hid].copy_from_slice(hb);
+            }
+        }
+        DirOut {
+            y,
+            states: vec![h, c],
+        }
     }
 }
 

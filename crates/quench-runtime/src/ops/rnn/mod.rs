@@ -255,11 +255,69 @@ impl<'a> Io<'a> {
         out
     }
 
+    /// Steps the longest entry runs.
+    fn max_len(&self) -> usize {
+        self.lens.iter().copied().max().unwrap_or(0)
+    }
+
     /// The time step batch entry `b` processes at iteration `s`, if any.
     fn step_time(&self, s: usize, b: usize, reverse: bool) -> Option<usize> {
         let len = self.lens[b];
         (s < len).then(|| if reverse { len - 1 - s } else { s })
     }
+}
+
+/// What one direction computes: Y rows in X's row order (zero past each
+/// entry's length) and the final states (h, then c for LSTM), `[batch, hidden]`.
+struct DirOut {
+    y: Vec<f32>,
+    states: Vec<Vec<f32>>,
+}
+
+/// Runs `f(direction, reverse, threads)` for each direction; the two halves
+/// of a bidirectional op are independent, so they share the pool.
+fn run_directions(
+    io: &Io,
+    reverse: &[bool],
+    threads: usize,
+    f: impl Fn(usize, bool, usize) -> DirOut + Sync,
+) -> Vec<DirOut> {
+    match reverse {
+        &[r0, r1] if threads > 1 && io.seq > 0 => {
+            let t = (threads / 2).max(1);
+            let (a, b) = rayon::join(|| f(0, r0, t), || f(1, r1, t));
+            vec![a, b]
+        }
+        _ => reverse
+            .iter()
+            .enumerate()
+            .map(|(d, &r)| f(d, r, threads))
+            .collect(),
+    }
+}
+
+/// Interleaves the directions into Y and the final-state tensors.
+fn assemble(io: &Io, outs: Vec<DirOut>) -> (Vec<f32>, Vec<Vec<f32>>) {
+    let hid = io.hidden;
+    let state_len = io.dirs * io.batch * hid;
+    let mut y = vec![0f32; io.seq * state_len];
+    let n_states = outs.first().map_or(0, |o| o.states.len());
+    let mut states = vec![vec![0f32; state_len]; n_states];
+    for (d, out) in outs.iter().enumerate() {
+        for t in 0..io.seq {
+            for b in 0..io.batch {
+                let (o, row) = (io.y_at(t, d, b), io.x_row(t, b));
+                y[o..o + hid].copy_from_slice(&out.y[row * hid..(row + 1) * hid]);
+            }
+        }
+        for (dst, src) in states.iter_mut().zip(&out.states) {
+            for b in 0..io.batch {
+                let o = io.state_at(d, b);
+                dst[o..o + hid].copy_from_slice(&src[b * hid..(b + 1) * hid]);
+            }
+        }
+    }
+    (y, states)
 }
 
 fn state_shape(batch_first: bool, dirs: usize, batch: usize, hidden: usize) -> Vec<usize> {
@@ -301,6 +359,14 @@ pub(super) mod tests {
     use quench_ir::{Node, Tensor};
 
     pub fn run_op(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        run_op_threads(node, inputs, 1)
+    }
+
+    pub fn run_op_threads(
+        node: &Node,
+        inputs: &[Option<&Tensor>],
+        threads: usize,
+    ) -> Result<Vec<Tensor>, OpError> {
         let r = Registry::standard();
         let build = r
             .get("", &node.op_type)
@@ -313,7 +379,45 @@ pub(super) mod tests {
             constants: &lookup,
             compile: &compile,
         };
-        build(&ctx)?.run(&RunCtx { threads: 1 }, inputs)
+        let op = build(&ctx)?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| OpError::Invalid(e.to_string()))?;
+        pool.install(|| op.run(&RunCtx { threads }, inputs))
+    }
+
+    #[test]
+    fn bidirectional_threads_match_sequential() {
+        use quench_ir::Attr;
+        let (s, b, i, h) = (4, 2, 3, 5);
+        let t = |shape: Vec<usize>, seed| {
+            let n = shape.iter().product();
+            Tensor::from_vec(shape, values(n, seed)).unwrap()
+        };
+        for (op, g) in [("LSTM", 4), ("GRU", 3)] {
+            let (x, w, r) = (
+                t(vec![b, s, i], 1),
+                t(vec![2, g * h, i], 2),
+                t(vec![2, g * h, h], 3),
+            );
+            let lens = Tensor::from_vec(vec![b], vec![4i32, 2]).unwrap();
+            let node = Node::new(op, "n", &["x", "w", "r", "", "l"], &["y", "yh"])
+                .with_attr("direction", Attr::String(b"bidirectional".to_vec()))
+                .with_attr("layout", Attr::Int(1));
+            let ins = [Some(&x), Some(&w), Some(&r), None, Some(&lens)];
+            let one = run_op(&node, &ins).unwrap();
+            let two = run_op_threads(&node, &ins, 2).unwrap();
+            assert_eq!(one, two);
+            assert_eq!(one[0].shape(), &[b, s, 2, h]);
+            // Entry 1 stops after 2 steps: its later outputs are zero.
+            let y = one[0].as_slice::<f32>().unwrap();
+            assert!(
+                y[(s + 2) * 2 * h..(2 * s) * 2 * h]
+                    .iter()
+                    .all(|&v| v == 0.0)
+            );
+        }
     }
 
     /// Deterministic pseudo-random values in [-1, 1).
