@@ -1,5 +1,3 @@
-//! (shape operators: not yet implemented)
-
+//! Resize (stub).
 use crate::Registry;
-
 pub fn register(_r: &mut Registry) {}
