@@ -20,6 +20,9 @@ pub struct Args {
     /// Threads to use (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Also print up to this many values of each output.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    print: usize,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -97,6 +100,9 @@ pub fn run(args: Args) -> Result<()> {
             t.shape(),
             path.display()
         );
+        if args.print > 0 {
+            println!("  {}", preview(t, args.print));
+        }
     }
     println!(
         "ran in {:.2} ms on {} thread(s)",
@@ -110,5 +116,28 @@ fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
         (Ok(x), Ok(y)) => x == y,
         _ => false,
+    }
+}
+
+/// The first `n` values of a tensor as text.
+fn preview(t: &Tensor, n: usize) -> String {
+    use quench_ir::TensorData;
+    fn show<T: std::fmt::Debug>(v: &[T], n: usize) -> String {
+        let head: Vec<String> = v.iter().take(n).map(|x| format!("{x:?}")).collect();
+        format!(
+            "[{}{}]",
+            head.join(", "),
+            if v.len() > n { ", ..." } else { "" }
+        )
+    }
+    match t.data() {
+        TensorData::F32(v) => show(v, n),
+        TensorData::F64(v) => show(v, n),
+        TensorData::I64(v) => show(v, n),
+        TensorData::I32(v) => show(v, n),
+        TensorData::I8(v) => show(v, n),
+        TensorData::U8(v) => show(v, n),
+        TensorData::Bool(v) => show(v, n),
+        other => format!("({} values of {})", t.numel(), other.dtype()),
     }
 }

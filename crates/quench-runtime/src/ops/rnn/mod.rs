@@ -1,4 +1,4 @@
-//! (shape operators: not yet implemented)
+//! Recurrent operators (in progress).
 
 use crate::Registry;
 

@@ -1,5 +1,3 @@
-//! (rnn operators: not yet implemented)
-
+//! Resize (stub).
 use crate::Registry;
-
 pub fn register(_r: &mut Registry) {}
