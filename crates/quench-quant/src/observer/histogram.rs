@@ -38,11 +38,14 @@ impl HistogramConfig {
     /// ORT's default for percentile calibration; use at least this for entropy
     /// (ORT's entropy default of 128 leaves a single candidate threshold).
     pub const DEFAULT_BINS: usize = 2048;
+    /// Default `max_bins / num_bins`: a range may grow 8× past the first
+    /// batch's before bins are merged (and results start to differ from ORT).
+    pub const DEFAULT_GROWTH: usize = 8;
 
     pub fn new(num_bins: usize, mode: HistogramMode) -> HistogramConfig {
         HistogramConfig {
             num_bins,
-            max_bins: num_bins.saturating_mul(4),
+            max_bins: num_bins.saturating_mul(Self::DEFAULT_GROWTH),
             mode,
         }
     }
