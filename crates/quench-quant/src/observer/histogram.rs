@@ -387,6 +387,27 @@ mod tests {
     }
 
     #[test]
+    fn streaming_equals_one_shot_without_growth() {
+        // The first batch holds the largest |value|, so no batch grows the range.
+        let mut batches = vec![data(1000, 4.0, 7)];
+        batches[0][17] = -4.0;
+        batches.extend((0..5).map(|k| data(700, 3.0, 8 + k)));
+        let all: Vec<f32> = batches.concat();
+        for mode in [HistogramMode::Signed, HistogramMode::Absolute] {
+            let cfg = HistogramConfig::new(256, mode);
+            let mut one = Histogram::new(cfg).unwrap();
+            one.add("x", &all).unwrap();
+            let mut stream = Histogram::new(cfg).unwrap();
+            for b in &batches {
+                stream.add("x", b).unwrap();
+            }
+            assert_eq!(stream.counts(), one.counts(), "{mode:?}");
+            assert_eq!(stream.edges(), one.edges());
+            assert_eq!((stream.min(), stream.max()), (one.min(), one.max()));
+        }
+    }
+
+    #[test]
     fn growth_keeps_width_and_counts() {
         let mut h = Histogram::new(HistogramConfig::new(100, HistogramMode::Signed)).unwrap();
         h.add("x", &data(1000, 1.0, 2)).unwrap();
