@@ -8,10 +8,12 @@
 //! parameters; `scripts/check_calibrators.py` produces the fixture that the
 //! `ort_agreement` test checks this against.
 
+pub mod config;
 pub mod error;
 pub mod observer;
 pub mod qparams;
 
+pub use config::{Backend, CalibrationKind, Format, NodeQuant, Override, QuantConfig};
 pub use error::QuantError;
 pub use observer::{
     CalibrationMethod, Calibrator, Entropy, Histogram, HistogramConfig, HistogramMode,
