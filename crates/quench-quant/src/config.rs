@@ -218,7 +218,7 @@ impl QuantConfig {
 
     /// How `node` is quantized, or `None` to keep it float.
     pub fn for_node(&self, node: &Node) -> Result<Option<NodeQuant>, QuantError> {
-        if self.skip.iter().any(|s| *s == node.name) {
+        if self.skip.contains(&node.name) {
             return Ok(None);
         }
         let by_type = self.op_types.get(&node.op_type);
