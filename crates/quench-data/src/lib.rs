@@ -1,10 +1,14 @@
 //! Tensors and datasets on disk.
 
+pub mod dataset;
 pub mod npy;
 pub mod npz;
+pub mod preprocess;
 
+pub use dataset::{Dataset, InputSpec};
 pub use npy::{read_npy, read_npy_bytes, write_npy, write_npy_bytes};
 pub use npz::{read_npz, write_npz};
+pub use preprocess::Preprocess;
 
 /// Errors reading or writing data files.
 #[derive(Debug, thiserror::Error)]
