@@ -169,11 +169,13 @@ impl Op for Loop {
             },
             None => None,
         };
+        // Without a cond input the body's cond output is ignored (a for loop).
+        let has_cond = optional(inputs, 1).is_some();
         let mut cond = match optional(inputs, 1) {
             Some(t) => single_bool(t, "input 1 (cond)")?,
             None => true,
         };
-        if max.is_none() && optional(inputs, 1).is_none() {
+        if max.is_none() && !has_cond {
             bail_unsupported!("Loop with neither M nor cond (it would never end)");
         }
         let mut carried: Vec<Tensor> = (0..self.n_carried)
@@ -194,10 +196,13 @@ impl Op for Loop {
                 .map_err(subgraph_err)?
                 .into_iter()
                 .map(|(_, t)| t);
-            cond = match outs.next() {
+            let cond_out = match outs.next() {
                 Some(t) => single_bool(&t, "body output 0 (cond)")?,
                 None => bail_invalid!("body produced no outputs"),
             };
+            if has_cond {
+                cond = cond_out;
+            }
             carried = outs.by_ref().take(self.n_carried).collect();
             for (s, t) in scans.iter_mut().zip(outs) {
                 s.push(t);
@@ -435,5 +440,42 @@ mod tests {
         .unwrap();
         assert_eq!(out[0].as_slice::<f32>().unwrap(), &[0., 0.]);
         assert_eq!(out[1].shape(), &[0]);
+    }
+
+    #[test]
+    fn loop_without_cond_input_ignores_body_cond() {
+        // A for loop: the body says stop, but with no cond input that is ignored.
+        let body = Graph {
+            inputs: vec![
+                ValueInfo::tensor("i", DType::I64, None),
+                ValueInfo::tensor("c_in", DType::Bool, None),
+                f32_info("acc_in"),
+            ],
+            nodes: vec![
+                Node::new("Constant", "", &[], &["stop"])
+                    .with_attr("value", Attr::Tensor(Tensor::scalar(false))),
+                Node::new("TestAdd", "", &["acc_in", "one"], &["acc_out"]),
+                constant("one", 1.0),
+            ],
+            outputs: vec![
+                ValueInfo::tensor("stop", DType::Bool, None),
+                f32_info("acc_out"),
+            ],
+            ..Default::default()
+        };
+        let node = Node::new("Loop", "loop", &["m", "", "acc0"], &["acc"])
+            .with_attr("body", Attr::Graph(body));
+        let g = Graph {
+            inputs: vec![ValueInfo::tensor("m", DType::I64, None), f32_info("acc0")],
+            outputs: vec![f32_info("acc")],
+            nodes: vec![node],
+            ..Default::default()
+        };
+        let out = run(
+            &model(g),
+            vec![("m", Tensor::scalar(4i64)), ("acc0", Tensor::scalar(0f32))],
+        )
+        .unwrap();
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[4.]);
     }
 }

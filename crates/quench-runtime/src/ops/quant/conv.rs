@@ -57,6 +57,9 @@ impl ConvAttrs {
     }
 }
 
+/// Bound on strides, dilations and pads, so geometry arithmetic cannot overflow.
+pub(crate) const MAX_ATTR: i64 = 1 << 31;
+
 /// Spatial geometry of one convolution, resolved against real shapes.
 struct Geom {
     out: Vec<usize>,
@@ -76,8 +79,10 @@ fn geometry(a: &ConvAttrs, input: &[usize], kernel: &[usize]) -> Result<Geom, Op
                     bail_invalid!("attribute {name} has {} values, expected {len}", v.len())
                 }
                 Some(v) => {
-                    if let Some(bad) = v.iter().find(|&&x| x < min) {
-                        bail_invalid!("attribute {name} holds {bad}, must be >= {min}");
+                    if let Some(bad) = v.iter().find(|&&x| x < min || x > MAX_ATTR) {
+                        bail_invalid!(
+                            "attribute {name} holds {bad}, must be in {min}..={MAX_ATTR}"
+                        );
                     }
                     Ok(v.clone())
                 }
@@ -89,6 +94,9 @@ fn geometry(a: &ConvAttrs, input: &[usize], kernel: &[usize]) -> Result<Geom, Op
         bail_invalid!(
             "attribute kernel_shape {ks:?} disagrees with the weight's spatial shape {kernel:?}"
         );
+    }
+    if kernel.contains(&0) {
+        bail_invalid!("weight has an empty spatial shape {kernel:?}");
     }
     let strides = list(&a.strides, "strides", nd, 1)?;
     let dil = list(&a.dilations, "dilations", nd, 1)?;
@@ -128,7 +136,8 @@ fn geometry(a: &ConvAttrs, input: &[usize], kernel: &[usize]) -> Result<Geom, Op
     }
     let n_out = quench_ir::tensor::checked_numel(&out)?;
     let kernel_len: usize = kernel.iter().product();
-    let mut offsets = Vec::with_capacity(n_out.saturating_mul(kernel_len));
+    let table = quench_ir::tensor::checked_numel(&[n_out, kernel_len])?;
+    let mut offsets = Vec::with_capacity(table);
     let mut oc = vec![0usize; nd];
     for _ in 0..n_out {
         let mut kc = vec![0usize; nd];

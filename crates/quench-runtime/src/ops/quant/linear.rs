@@ -363,6 +363,13 @@ mod tests {
     }
 
     #[test]
+    fn per_axis_scale_on_a_scalar_is_invalid() {
+        let n = Node::new("QuantizeLinear", "q", &["x", "s"], &["y"]);
+        let s = t(&[2], vec![1f32, 1.]);
+        assert!(run(n, 13, &[Some(&Tensor::scalar(1f32)), Some(&s)]).is_err());
+    }
+
+    #[test]
     fn zero_scale_is_rejected_by_name() {
         let x = t(&[2], vec![1f32, 2.]);
         let n = Node::new("QuantizeLinear", "q", &["x", "s"], &["y"]);

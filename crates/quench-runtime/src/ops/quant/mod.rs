@@ -155,7 +155,7 @@ pub(crate) fn quantize_f32(v: f32, scale: f32, zp: i32, q: QType) -> i32 {
 /// Resolves a possibly negative axis against `rank`.
 pub(crate) fn norm_axis(axis: i64, rank: usize, what: &str) -> Result<usize, OpError> {
     let r = rank as i64;
-    if axis < -r || axis >= r.max(1) {
+    if axis < -r || axis >= r {
         crate::bail_invalid!("{what} {axis} is out of range for rank {rank}");
     }
     Ok(if axis < 0 { axis + r } else { axis } as usize)

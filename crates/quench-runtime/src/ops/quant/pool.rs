@@ -122,8 +122,11 @@ fn build_average(ctx: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
         .ok_or_else(|| OpError::Invalid("attribute kernel_shape is required".into()))?;
     let nd = kernel.len();
     let positive = |v: &[i64], name: &str, min: i64| -> Result<Vec<usize>, OpError> {
-        if let Some(bad) = v.iter().find(|&&x| x < min) {
-            bail_invalid!("attribute {name} holds {bad}, must be >= {min}");
+        if let Some(bad) = v.iter().find(|&&x| x < min || x > super::conv::MAX_ATTR) {
+            bail_invalid!(
+                "attribute {name} holds {bad}, must be in {min}..={}",
+                super::conv::MAX_ATTR
+            );
         }
         Ok(v.iter().map(|&x| x as usize).collect())
     };
