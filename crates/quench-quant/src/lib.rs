@@ -8,6 +8,7 @@
 //! parameters; `scripts/check_calibrators.py` produces the fixture that the
 //! `ort_agreement` test checks this against.
 
+pub mod calibrate;
 pub mod config;
 pub mod error;
 pub mod observer;

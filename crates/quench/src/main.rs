@@ -21,6 +21,13 @@ enum Command {
     Inspect(cmd::inspect::Args),
     /// Run a model on .npy/.npz inputs and write each output as OUTDIR/NAME.npy.
     Run(cmd::run::Args),
+    /// Top-1/top-5 accuracy on labelled data (and agreement with a float reference).
+    Eval(cmd::eval::Args),
+    /// Per-tensor float vs quantized error (SQNR, cosine, max abs), worst first.
+    Compare(cmd::compare::Args),
+    /// Quantization config files.
+    #[command(subcommand)]
+    Config(cmd::config::Command),
 }
 
 fn main() {
@@ -28,6 +35,9 @@ fn main() {
     let result = match cli.command {
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Run(a) => cmd::run::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
+        Command::Compare(a) => cmd::compare::run(a),
+        Command::Config(c) => cmd::config::run(c),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

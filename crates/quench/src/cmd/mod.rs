@@ -1,3 +1,6 @@
+pub mod compare;
+pub mod config;
+pub mod eval;
 pub mod inspect;
 pub mod run;
 
