@@ -56,12 +56,142 @@ pub fn depthwise2d(
 
 multiversion!(fn plane_dispatch(g: &Geom3, x: &[f32], w: &[f32], bias: f32, y: &mut [f32], scratch: &mut Vec<f32>) => plane_impl);
 
-const LANES: usize = 16;
-
-/// One channel. With stride `s` > 1 each input row is first split into its
-/// `s` phases (`x[s·i + r]`), so every tap becomes a unit-stride read.
+/// One channel: square 3×3 and 5×5 kernels take the padded fast path.
 #[inline(always)]
 fn plane_impl(g: &Geom3, x: &[f32], w: &[f32], bias: f32, y: &mut [f32], scratch: &mut Vec<f32>) {
+    match g.kernel {
+        [1, 3, 3] => plane_padded::<3, 9>(g, x, w, bias, y, scratch),
+        [1, 5, 5] => plane_padded::<5, 25>(g, x, w, bias, y, scratch),
+        _ => plane_general(g, x, w, bias, y, scratch),
+    }
+}
+
+/// K×K kernel (`KK` = K·K): the plane is copied into a zero-bordered scratch,
+/// each padded row split into its `stride` phases, so that every tap of
+/// every output is an in-bounds unit-stride read and the K·K taps of a block
+/// of outputs stay in registers.
+#[inline(always)]
+fn plane_padded<const K: usize, const KK: usize>(
+    g: &Geom3,
+    x: &[f32],
+    w: &[f32],
+    bias: f32,
+    y: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
+    let [_, ih, iw] = g.input;
+    let [_, oh, ow] = g.output;
+    let [_, sh, sw] = g.strides;
+    let [_, dh, dw] = g.dilations;
+    let [_, ph, pw] = g.pads;
+    let hp = (ih + ph).max((oh - 1) * sh + (K - 1) * dh + 1);
+    let wp = (iw + pw).max((ow - 1) * sw + (K - 1) * dw + 1);
+    // Phase r of a padded row holds its columns r, r + sw, r + 2·sw, ...
+    let mut phase_start = [0usize; 8];
+    let phased = sw <= 7;
+    if phased {
+        for r in 1..=sw {
+            phase_start[r] = phase_start[r - 1] + wp.saturating_sub(r - 1).div_ceil(sw);
+        }
+    }
+    scratch.clear();
+    scratch.resize(hp * wp, 0.0);
+    for (r, row) in x.chunks_exact(iw).take(ih).enumerate() {
+        let dst = &mut scratch[(r + ph) * wp..(r + ph + 1) * wp];
+        if sw == 1 || !phased {
+            dst[pw..pw + iw].copy_from_slice(row);
+        } else {
+            for (r, &start) in phase_start.iter().take(sw).enumerate() {
+                // Input columns i with (i + pw) % sw == r, in order.
+                let i0 = (r + sw - pw % sw) % sw;
+                if i0 >= iw {
+                    continue;
+                }
+                let at = start + (i0 + pw) / sw;
+                for (d, &v) in dst[at..].iter_mut().zip(row[i0..].iter().step_by(sw)) {
+                    *d = v;
+                }
+            }
+        }
+    }
+    if !phased {
+        return plane_general(g, x, w, bias, y, scratch);
+    }
+    let mut wk = [0.0f32; KK];
+    wk.copy_from_slice(&w[..KK]);
+    let pad = &scratch[..];
+    for (oy, yrow) in y.chunks_exact_mut(ow).enumerate().take(oh) {
+        let mut taps: [&[f32]; KK] = [&[]; KK];
+        for (t, tap) in taps.iter_mut().enumerate() {
+            let (b, e) = (t / K, t % K);
+            let row = &pad[(oy * sh + b * dh) * wp..][..wp];
+            let c = e * dw;
+            let start = if sw == 1 {
+                c
+            } else {
+                phase_start[c % sw] + c / sw
+            };
+            *tap = &row[start..start + ow];
+        }
+        padded_row::<KK>(yrow, &taps, &wk, bias);
+    }
+}
+
+/// `y[j] = bias + Σ_t w[t]·taps[t][j]`, in overlapping register blocks.
+#[inline(always)]
+fn padded_row<const KK: usize>(y: &mut [f32], taps: &[&[f32]; KK], w: &[f32; KK], bias: f32) {
+    let n = y.len();
+    if n >= 16 {
+        padded_blocks::<KK, 16>(y, taps, w, bias);
+    } else if n >= 8 {
+        padded_blocks::<KK, 8>(y, taps, w, bias);
+    } else if n >= 4 {
+        padded_blocks::<KK, 4>(y, taps, w, bias);
+    } else {
+        for (j, o) in y.iter_mut().enumerate() {
+            *o = bias + (0..KK).map(|t| w[t] * taps[t][j]).sum::<f32>();
+        }
+    }
+}
+
+#[inline(always)]
+fn padded_blocks<const KK: usize, const L: usize>(
+    y: &mut [f32],
+    taps: &[&[f32]; KK],
+    w: &[f32; KK],
+    bias: f32,
+) {
+    let n = y.len();
+    let mut j = 0;
+    loop {
+        // The last block overlaps the previous one; it recomputes the same values.
+        let at = j.min(n - L);
+        let mut a = [bias; L];
+        for t in 0..KK {
+            let s = &taps[t][at..at + L];
+            for l in 0..L {
+                a[l] += w[t] * s[l];
+            }
+        }
+        y[at..at + L].copy_from_slice(&a);
+        if at + L >= n {
+            break;
+        }
+        j += L;
+    }
+}
+
+/// One channel, any kernel. With stride `s` > 1 each input row is first split into its
+/// `s` phases (`x[s·i + r]`), so every tap becomes a unit-stride read.
+#[inline(always)]
+fn plane_general(
+    g: &Geom3,
+    x: &[f32],
+    w: &[f32],
+    bias: f32,
+    y: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
     let [_, ih, iw] = g.input;
     let [_, oh, ow] = g.output;
     let [_, kh, kw] = g.kernel;
@@ -121,7 +251,9 @@ fn plane_impl(g: &Geom3, x: &[f32], w: &[f32], bias: f32, y: &mut [f32], scratch
             for (e, &(off, elo, ehi)) in ranges.iter().enumerate() {
                 let wv = w[b * kw + e];
                 // Border columns: scalar, with the bounds already known.
-                for o in (elo..ehi).filter(|&o| o < lo || o >= hi) {
+                let left = elo..lo.min(ehi);
+                let right = hi.max(elo)..ehi;
+                for o in left.chain(right) {
                     yrow[o] += wv * xrow[((o * sw) as isize + off) as usize];
                 }
                 if lo < hi {
@@ -142,23 +274,46 @@ fn plane_impl(g: &Geom3, x: &[f32], w: &[f32], bias: f32, y: &mut [f32], scratch
 #[inline(always)]
 fn accumulate(acc: &mut [f32], taps: &[(&[f32], f32)]) {
     let n = acc.len();
-    let mut j = 0;
-    while j + LANES <= n {
-        let mut a = [0.0f32; LANES];
-        a.copy_from_slice(&acc[j..j + LANES]);
-        for &(s, wv) in taps {
-            let s = &s[j..j + LANES];
-            for l in 0..LANES {
-                a[l] += wv * s[l];
+    if n >= 16 {
+        accumulate_blocks::<16>(acc, taps);
+    } else if n >= 8 {
+        accumulate_blocks::<8>(acc, taps);
+    } else {
+        for (j, v) in acc.iter_mut().enumerate() {
+            for &(s, wv) in taps {
+                *v += wv * s[j];
             }
         }
-        acc[j..j + LANES].copy_from_slice(&a);
-        j += LANES;
     }
-    for (i, v) in acc[j..].iter_mut().enumerate() {
-        for &(s, wv) in taps {
-            *v += wv * s[j + i];
+}
+
+/// One block of `L` outputs starting at `j`, from the values in `acc`.
+#[inline(always)]
+fn block<const L: usize>(acc: &[f32], taps: &[(&[f32], f32)], j: usize) -> [f32; L] {
+    let mut a = [0.0f32; L];
+    a.copy_from_slice(&acc[j..j + L]);
+    for &(s, wv) in taps {
+        let s = &s[j..j + L];
+        for l in 0..L {
+            a[l] += wv * s[l];
         }
+    }
+    a
+}
+
+/// Whole blocks, then a last block overlapping the previous one; it is
+/// computed first, from the untouched values, so nothing is added twice.
+#[inline(always)]
+fn accumulate_blocks<const L: usize>(acc: &mut [f32], taps: &[(&[f32], f32)]) {
+    let n = acc.len();
+    let full = n / L * L;
+    let tail = (full < n).then(|| block::<L>(acc, taps, n - L));
+    for j in (0..full).step_by(L) {
+        let a = block::<L>(acc, taps, j);
+        acc[j..j + L].copy_from_slice(&a);
+    }
+    if let Some(t) = tail {
+        acc[full..].copy_from_slice(&t[L - (n - full)..]);
     }
 }
 
@@ -198,6 +353,14 @@ mod tests {
         check(40, 37, [3, 3], [1, 1], [1, 1], [1, 1]);
         check(40, 37, [3, 3], [2, 2], [1, 1], [1, 1]);
         check(41, 38, [3, 3], [2, 2], [1, 1], [1, 1]);
+        check(7, 7, [3, 3], [1, 1], [1, 1], [1, 1]);
+        check(14, 14, [3, 3], [2, 2], [1, 1], [1, 1]);
+        check(5, 3, [3, 3], [1, 1], [1, 1], [1, 1]);
+        check(12, 13, [5, 5], [2, 2], [1, 1], [2, 2]);
+        check(12, 13, [3, 3], [3, 2], [2, 1], [0, 2]);
+        check(12, 20, [3, 3], [1, 9], [1, 1], [1, 1]);
+        check(3, 1, [3, 3], [2, 2], [1, 1], [1, 1]);
+        check(4, 2, [3, 3], [3, 3], [1, 1], [2, 2]);
     }
 
     #[test]

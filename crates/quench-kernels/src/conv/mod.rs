@@ -82,7 +82,7 @@ impl Geom3 {
 /// Output positions `o` in `0..n_out` whose tap `o * stride + off` lies in
 /// `0..n_in`, as a half-open range (empty when none do).
 #[inline]
-pub(crate) fn valid_range(off: isize, stride: usize, n_in: usize, n_out: usize) -> (usize, usize) {
+pub fn valid_range(off: isize, stride: usize, n_in: usize, n_out: usize) -> (usize, usize) {
     let s = stride as isize;
     let lo = if off >= 0 { 0 } else { (-off + s - 1) / s };
     let last = n_in as isize - 1 - off;

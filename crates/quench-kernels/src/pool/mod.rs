@@ -85,6 +85,12 @@ pub fn max_pool<T: Copy + PartialOrd + Send + Sync>(
     let [_, dh, dw] = g.dilations;
     let dd = g.dilations[0];
     let y = &mut y[..planes * os];
+    if indices.is_none() && id == 1 && g.kernel[0] == 1 {
+        for_planes(y, None, os, threads, |p, yp, _| {
+            max_pool2d_rows(g, &x[p * is..(p + 1) * is], yp, lowest)
+        });
+        return;
+    }
     let indices = indices.map(|i| &mut i[..planes * os]);
     for_planes(y, indices, os, threads, |p, yp, mut ip| {
         let xp = &x[p * is..(p + 1) * is];
@@ -127,6 +133,43 @@ pub fn max_pool<T: Copy + PartialOrd + Send + Sync>(
             }
         }
     });
+}
+
+/// 2-D max pooling of one plane as running maxima of whole rows: each
+/// kernel tap is one pass over an output row, which vectorises.
+fn max_pool2d_rows<T: Copy + PartialOrd>(g: &Geom3, x: &[T], y: &mut [T], lowest: T) {
+    let [_, ih, iw] = g.input;
+    let [_, oh, ow] = g.output;
+    let [_, kh, kw] = g.kernel;
+    let [_, sh, sw] = g.strides;
+    let [_, dh, dw] = g.dilations;
+    let [_, ph, pw] = g.pads;
+    y.fill(lowest);
+    for (oy, yrow) in y.chunks_exact_mut(ow).enumerate().take(oh) {
+        for b in 0..kh {
+            let py = (oy * sh + b * dh) as isize - ph as isize;
+            if py < 0 || py >= ih as isize {
+                continue;
+            }
+            let xrow = &x[py as usize * iw..][..iw];
+            for e in 0..kw {
+                let off = (e * dw) as isize - pw as isize;
+                let (lo, hi) = crate::conv::valid_range(off, sw, iw, ow);
+                if lo >= hi {
+                    continue;
+                }
+                let start = ((lo * sw) as isize + off) as usize;
+                for (o, &v) in yrow[lo..hi]
+                    .iter_mut()
+                    .zip(xrow[start..].iter().step_by(sw))
+                {
+                    if v > *o {
+                        *o = v;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Average pooling. With `count_include_pad` the divisor counts taps in the

@@ -68,3 +68,27 @@ fn global_pools() {
     global_pool_f32(2, 10, &x, &mut y, true);
     assert_eq!(y, [9.0, 19.0]);
 }
+
+#[test]
+fn row_max_pool_matches_window_max_pool() {
+    let x: Vec<f32> = (0..2 * 11 * 9)
+        .map(|i| ((i * 37) % 23) as f32 - 11.0)
+        .collect();
+    for (k, s, d, p) in [(3, 2, 1, 1), (2, 1, 1, 0), (3, 3, 2, 2), (1, 2, 1, 0)] {
+        let out = |n: usize| (n + 2 * p - d * (k - 1) - 1) / s + 1;
+        let g = Geom3::lift(
+            &[11, 9],
+            &[k, k],
+            &[out(11), out(9)],
+            &[s, s],
+            &[d, d],
+            &[p, p],
+        )
+        .unwrap();
+        let n = 2 * g.out_size();
+        let (mut fast, mut slow, mut idx) = (vec![0.0; n], vec![0.0; n], vec![0i64; n]);
+        max_pool(&g, 2, &x, &mut fast, None, false, f32::MIN, 1);
+        max_pool(&g, 2, &x, &mut slow, Some(&mut idx), false, f32::MIN, 1);
+        assert_eq!(fast, slow, "{g:?}");
+    }
+}
