@@ -11,6 +11,7 @@
 pub mod config;
 pub mod error;
 pub mod observer;
+pub mod passes;
 pub mod qparams;
 
 pub use config::{Backend, CalibrationKind, Format, NodeQuant, Override, QuantConfig};
