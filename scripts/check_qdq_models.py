@@ -70,6 +70,22 @@ def check(qdq, inputs, float_model=None, quench=None):
         print(line)
 
 
+def compare_extra(directory, inputs, float_model):
+    """Float rewrites saved beside the QDQ model (e.g. raised.onnx) vs float.onnx."""
+    if not (directory / "float.onnx").exists():
+        return
+    feeds = dict(np.load(inputs))
+    ref = run(float_model, feeds)
+    for extra in sorted(directory.glob("*.onnx")):
+        if extra.name in ("qdq.onnx", "float.onnx"):
+            continue
+        onnx.checker.check_model(onnx.load(str(extra)), full_check=True)
+        got = run(extra, feeds)
+        for name, y in got.items():
+            d = float(np.max(np.abs(ref[name] - y)) / max(np.max(np.abs(ref[name])), 1e-12))
+            print(f"  {extra.name} vs float.onnx, {name}: max relative difference {d:.2g}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dirs", nargs="*", type=pathlib.Path)
@@ -89,6 +105,8 @@ def main():
     for job in jobs:
         try:
             check(*job)
+            if job[0].name == "qdq.onnx":
+                compare_extra(job[0].parent, job[1], job[2])
         except Exception as e:  # report every model, then fail
             failed += 1
             print(f"{job[0]}: FAILED: {e}")

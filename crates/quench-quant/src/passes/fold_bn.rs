@@ -58,7 +58,11 @@ fn scale_weight(node: &quench_ir::Node, w: &Tensor, f: &[f32]) -> Option<Tensor>
         }
         "ConvTranspose" => {
             let group = usize::try_from(node.attr_int_or("group", 1).ok()?).ok()?;
-            if shape.len() < 3 || group == 0 || !shape[0].is_multiple_of(group) || shape[1] * group != c {
+            if shape.len() < 3
+                || group == 0
+                || !shape[0].is_multiple_of(group)
+                || shape[1] * group != c
+            {
                 return None;
             }
             let (cin_g, m_g) = (shape[0] / group, shape[1]);
