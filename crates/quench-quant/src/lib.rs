@@ -7,6 +7,12 @@
 //! model quantized by Quench and by ORT from the same data gets the same
 //! parameters; `scripts/check_calibrators.py` produces the fixture that the
 //! `ort_agreement` test checks this against.
+//!
+//! The graph side lives in [`passes`]: [`passes::prepare`] (Constant →
+//! initializer, BatchNormalization folding, fusion groups, ORT-style
+//! placement into a [`passes::QuantPlan`]) and [`passes::convert_qdq`] (the
+//! QuantizeLinear/DequantizeLinear model, checked in ONNX Runtime by
+//! `scripts/check_qdq_models.py`).
 
 pub mod config;
 pub mod error;

@@ -113,7 +113,7 @@ impl Builder {
 /// ops landed later than these tests).
 pub fn runtime_supports(model: &Model) -> bool {
     let r = quench_runtime::Registry::standard();
-    let missing: Vec<&str> = model
+    let missing: std::collections::BTreeSet<&str> = model
         .graph
         .nodes
         .iter()

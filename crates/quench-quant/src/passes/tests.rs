@@ -526,3 +526,85 @@ fn end_to_end_opset_11_model_is_raised_to_13() {
         .unwrap();
     }
 }
+
+/// Real models from `scripts/fetch-models.sh` (run with `--ignored`):
+/// prints what prepare decided and writes the QDQ model for
+/// `scripts/check_qdq_models.py`. Calibrated on the stored inputs when the
+/// runtime has every op, with fixed [-4, 4] ranges otherwise.
+#[test]
+#[ignore]
+fn real_models_convert() {
+    let Some(home) = std::env::var_os("HOME") else {
+        return;
+    };
+    let cache = std::path::Path::new(&home).join(".cache/quench");
+    for (name, model, inputs) in [
+        (
+            "rapidocr_cls",
+            "models/rapidocr/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+            "inputs/rapidocr_cls.npz",
+        ),
+        (
+            "rapidocr_det",
+            "models/rapidocr/ch_PP-OCRv4_det_infer.onnx",
+            "inputs/rapidocr_det.npz",
+        ),
+        (
+            "rapidocr_rec",
+            "models/rapidocr/ch_PP-OCRv4_rec_infer.onnx",
+            "inputs/rapidocr_rec.npz",
+        ),
+        ("magika", "models/magika/model.onnx", "inputs/magika.npz"),
+        ("minilm", "models/minilm/minilm.onnx", "inputs/minilm.npz"),
+    ] {
+        let (path, inputs) = (cache.join(model), cache.join(inputs));
+        if !path.exists() || !inputs.exists() {
+            eprintln!("{name}: not fetched");
+            continue;
+        }
+        let float = quench_onnx::load_model(&path).unwrap();
+        let p = prepare(&float, &QuantConfig::default()).unwrap();
+        let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+        for f in &p.report.fusions {
+            *kinds.entry(f.kind.as_str()).or_default() += 1;
+        }
+        let by_op = |names: &mut dyn Iterator<Item = &String>| {
+            let mut m: BTreeMap<String, usize> = BTreeMap::new();
+            for n in names {
+                if let Some(node) = p.model.graph.nodes.iter().find(|x| &x.name == n) {
+                    *m.entry(node.op_type.clone()).or_default() += 1;
+                }
+            }
+            m
+        };
+        eprintln!(
+            "{name}: {} constants, {} BN folded, fusions {kinds:?}\n  quantized {:?}\n  float {:?}\n  {} activations ({} shared), {} weights, {} biases",
+            p.report.constants,
+            p.report.folded_bn.len(),
+            by_op(&mut p.plan.quantized_nodes.iter()),
+            by_op(&mut p.plan.kept_float.iter().map(|(n, _)| n)),
+            p.plan.activations.len(),
+            p.plan.activations.len() - p.plan.calibrated().count(),
+            p.plan.weights.len(),
+            p.plan.biases.len(),
+        );
+        let data = quench_data::npz::read_npz(&inputs).unwrap();
+        let runnable = runtime_supports(&p.model);
+        let params = if runnable {
+            let sample: Vec<(&str, Tensor)> =
+                data.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+            calibrate(&p, &[sample])
+        } else {
+            fake_params(&p.plan)
+        };
+        let (qdq, r) = convert_qdq(&p.model, &p.plan, &params).unwrap();
+        eprintln!("  {r:?}");
+        if let Ok(dir) = std::env::var("QUENCH_QDQ_DIR") {
+            let dir = std::path::Path::new(&dir).join(format!("real_{name}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            quench_onnx::save_model(&float, dir.join("float.onnx")).unwrap();
+            quench_onnx::save_model(&qdq, dir.join("qdq.onnx")).unwrap();
+            quench_data::npz::write_npz(&dir.join("inputs.npz"), &data).unwrap();
+        }
+    }
+}
