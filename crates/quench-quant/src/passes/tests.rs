@@ -608,3 +608,47 @@ fn real_models_convert() {
         }
     }
 }
+
+#[test]
+fn malformed_graphs_and_plans_are_errors() {
+    // A cycle is reported, not looped on.
+    let mut b = Builder::new(&[("x", &[1, 2])]);
+    b.node("Relu", "a", &["z"], &["y"]);
+    b.node("Relu", "b", &["y"], &["z"]);
+    let e = prepare(&b.build(&["y"]), &QuantConfig::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cycle"), "{e}");
+    // Weights of the wrong rank or shape are left alone rather than folded.
+    let mut b = Builder::new(&[("x", &[1, 2, 4, 4])]);
+    let w = b.weight("w", &[3]);
+    b.node("Conv", "conv", &["x", &w], &["c"]);
+    let s = b.weight("s", &[5]);
+    b.node("BatchNormalization", "bn", &["c", &s, &s, &s, &s], &["y"]);
+    let p = prepare(&b.build(&["y"]), &QuantConfig::default()).unwrap();
+    assert!(p.report.folded_bn.is_empty());
+    // A plan naming a weight that is not an initializer.
+    let p = prepare(&cnn(), &QuantConfig::default()).unwrap();
+    let mut plan = p.plan.clone();
+    plan.weights[0].tensor = "nope".into();
+    let e = convert_qdq(&p.model, &plan, &fake_params(&p.plan))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("'nope'"), "{e}");
+    // Per-channel parameters for an activation.
+    let mut params = fake_params(&p.plan);
+    params.insert(
+        "x".into(),
+        QParams::from_ranges(
+            &[-1.0, -1.0],
+            &[1.0, 1.0],
+            Some(1),
+            &p.plan.activations[0].config,
+        )
+        .unwrap(),
+    );
+    let e = convert_qdq(&p.model, &p.plan, &params)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("'x'"), "{e}");
+}
