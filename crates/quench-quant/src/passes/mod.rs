@@ -165,6 +165,8 @@ pub(crate) fn sort_nodes(graph: &mut Graph) -> Result<(), QuantError> {
 }
 
 #[cfg(test)]
+mod e2e_tests;
+#[cfg(test)]
 pub(crate) mod test_util;
 #[cfg(test)]
 mod tests;
