@@ -25,4 +25,7 @@ pub enum QuantError {
     },
     #[error("invalid quantization configuration: {0}")]
     Config(String),
+    /// A graph the passes cannot work on (missing tensors, bad shapes).
+    #[error("{0}")]
+    Graph(String),
 }

@@ -7,11 +7,18 @@
 //! model quantized by Quench and by ORT from the same data gets the same
 //! parameters; `scripts/check_calibrators.py` produces the fixture that the
 //! `ort_agreement` test checks this against.
+//!
+//! The graph side lives in [`passes`]: [`passes::prepare`] (Constant →
+//! initializer, BatchNormalization folding, fusion groups, ORT-style
+//! placement into a [`passes::QuantPlan`]) and [`passes::convert_qdq`] (the
+//! QuantizeLinear/DequantizeLinear model, checked in ONNX Runtime by
+//! `scripts/check_qdq_models.py`).
 
 pub mod calibrate;
 pub mod config;
 pub mod error;
 pub mod observer;
+pub mod passes;
 pub mod qparams;
 
 pub use config::{Backend, CalibrationKind, Format, NodeQuant, Override, QuantConfig};
