@@ -11,7 +11,7 @@ pub enum IrError {
         expected: usize,
         found: usize,
     },
-    #[error("tensor of {0} elements is too large")]
+    #[error("tensor of {0} elements is too large (limit 2^32)")]
     TooLarge(u128),
     #[error("node '{node}': attribute '{name}' {reason}")]
     Attribute {

@@ -1,5 +1,7 @@
 //! Compute kernels on plain slices. Nothing here knows about graphs or ONNX.
 
+pub mod activation;
 pub mod conv;
 pub mod gemm;
+pub mod gemv;
 pub mod pool;

@@ -1,1 +1,0 @@
-//! fp32 convolution kernels (im2col + GEMM, direct depthwise).

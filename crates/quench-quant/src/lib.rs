@@ -1,0 +1,25 @@
+//! Static post-training quantization numerics.
+//!
+//! This crate holds the parts of PTQ that know nothing about graphs: how a
+//! float range becomes a scale and zero point ([`qparams`]), and how ranges
+//! are gathered from calibration data ([`observer`]). The rules follow ONNX
+//! Runtime's `quantize_static` (`quant_utils.py`, `calibrate.py`) so that a
+//! model quantized by Quench and by ORT from the same data gets the same
+//! parameters; `scripts/check_calibrators.py` produces the fixture that the
+//! `ort_agreement` test checks this against.
+
+pub mod config;
+pub mod error;
+pub mod observer;
+pub mod qparams;
+
+pub use config::{Backend, CalibrationKind, Format, NodeQuant, Override, QuantConfig};
+pub use error::QuantError;
+pub use observer::{
+    CalibrationMethod, Calibrator, Entropy, Histogram, HistogramConfig, HistogramMode,
+    HistogramObserver, MinMax, MovingAverageMinMax, Mse, ObservedRange, Observer, PerChannelMinMax,
+    Percentile, RangeChooser,
+};
+pub use qparams::{
+    QParams, QParamsConfig, QuantDType, compute_scale_zp, dequantize, quantize, quantize_bias,
+};

@@ -1,0 +1,210 @@
+//! ONNX Conv (opsets 1–22), float32.
+
+use super::attrs::{Spatial, conv_dim, f32_input, geom, split_nc};
+use super::with_scratch;
+use crate::op::{optional, required};
+use crate::{BuildCtx, Op, OpError, RunCtx, bail_invalid};
+use quench_ir::Tensor;
+use quench_kernels::conv::{Geom3, depthwise2d, im2col};
+use quench_kernels::gemm::sgemm;
+use rayon::prelude::*;
+
+#[derive(Debug)]
+struct Conv {
+    spatial: Spatial,
+    group: usize,
+    /// W when it is a constant: checked and copied once at build time.
+    weights: Option<(Vec<usize>, Vec<f32>)>,
+    /// B when it is a constant.
+    bias: Option<Vec<f32>>,
+}
+
+pub(super) fn build(ctx: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
+    let node = ctx.node;
+    let group = node.attr_int_or("group", 1)?;
+    if group < 1 {
+        bail_invalid!("attribute 'group' is {group}, expected >= 1");
+    }
+    let spatial = Spatial::from_node(node)?;
+    let weights = match ctx.constant_input(1) {
+        Some(w) => Some((w.shape().to_vec(), f32_input(w, "input 1 (W)")?.to_vec())),
+        None => None,
+    };
+    let bias = match ctx.constant_input(2) {
+        Some(b) => Some(f32_input(b, "input 2 (B)")?.to_vec()),
+        None => None,
+    };
+    let op = Conv {
+        spatial,
+        group: group as usize,
+        weights,
+        bias,
+    };
+    if let Some((shape, _)) = &op.weights {
+        check_weight_shape(shape, &op.spatial, op.group)?;
+    }
+    Ok(Box::new(op))
+}
+
+/// Checks W = [M, C/group, k...] against the attributes (not yet against X).
+fn check_weight_shape(w: &[usize], spatial: &Spatial, group: usize) -> Result<(), OpError> {
+    let (m, _, k) = split_nc(w, "input 1 (W)")?;
+    if m % group != 0 {
+        bail_invalid!("input 1 (W) has {m} output channels, not divisible by group {group}");
+    }
+    if let Some(ks) = &spatial.kernel
+        && ks != k
+    {
+        bail_invalid!("attribute 'kernel_shape' {ks:?} does not match input 1 (W) shape {w:?}");
+    }
+    if k.contains(&0) {
+        bail_invalid!("input 1 (W) has an empty kernel: shape {w:?}");
+    }
+    Ok(())
+}
+
+/// Everything about one call's shapes.
+struct Shapes {
+    c: usize,
+    m: usize,
+    out_shape: Vec<usize>,
+    g: Geom3,
+}
+
+impl Conv {
+    fn shapes(&self, x: &[usize], w: &[usize]) -> Result<Shapes, OpError> {
+        let (n, c, sp) = split_nc(x, "input 0 (X)")?;
+        check_weight_shape(w, &self.spatial, self.group)?;
+        if w.len() != x.len() {
+            bail_invalid!(
+                "input 1 (W) has shape {w:?}, expected rank {} like X {x:?}",
+                x.len()
+            );
+        }
+        let (m, cg, k) = (w[0], w[1], &w[2..]);
+        if cg * self.group != c {
+            bail_invalid!(
+                "input 0 (X) has {c} channels but W {w:?} with group {} expects {}",
+                self.group,
+                cg * self.group
+            );
+        }
+        let r = self.spatial.resolve(sp.len())?;
+        let rank = sp.len();
+        let (mut out, mut begin) = (Vec::new(), Vec::new());
+        for i in 0..rank {
+            let (o, b, _) = conv_dim(
+                self.spatial.auto_pad,
+                sp[i],
+                k[i],
+                r.strides[i],
+                r.dilations[i],
+                (r.pads[i], r.pads[rank + i]),
+            )?;
+            out.push(o);
+            begin.push(b);
+        }
+        let g = geom(sp, k, &out, &r, &begin)?;
+        let mut out_shape = vec![n, m];
+        out_shape.extend(&out);
+        Ok(Shapes { c, m, out_shape, g })
+    }
+}
+
+impl Op for Conv {
+    fn run(&self, ctx: &RunCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = required(inputs, 0)?;
+        let xs = f32_input(x, "input 0 (X)")?;
+        let (wshape, w) = match &self.weights {
+            Some((s, w)) => (&s[..], &w[..]),
+            None => {
+                let w = required(inputs, 1)?;
+                (w.shape(), f32_input(w, "input 1 (W)")?)
+            }
+        };
+        let s = self.shapes(x.shape(), wshape)?;
+        let bias = match (&self.bias, optional(inputs, 2)) {
+            (Some(b), _) => Some(&b[..]),
+            (None, Some(b)) => Some(f32_input(b, "input 2 (B)")?),
+            (None, None) => None,
+        };
+        if let Some(b) = bias
+            && b.len() != s.m
+        {
+            bail_invalid!("input 2 (B) has {} values, expected {} (M)", b.len(), s.m);
+        }
+        let mut y = vec![0.0f32; quench_ir::tensor::checked_numel(&s.out_shape)?];
+        let (is, os) = (s.g.in_size(), s.g.out_size());
+        if os > 0 && s.m > 0 {
+            if s.c * is == 0 {
+                // Nothing to convolve: every output is its channel's bias.
+                for (row, i) in y.chunks_exact_mut(os).zip(0..) {
+                    row.fill(bias.map_or(0.0, |b| b[i % s.m]));
+                }
+            } else {
+                for (xb, yb) in xs.chunks_exact(s.c * is).zip(y.chunks_exact_mut(s.m * os)) {
+                    self.run_image(ctx, &s, xb, w, bias, yb);
+                }
+            }
+        }
+        Ok(vec![Tensor::from_vec(s.out_shape, y)?])
+    }
+}
+
+impl Conv {
+    /// One image: `xb` is `C × in`, `yb` is `M × out`.
+    fn run_image(
+        &self,
+        ctx: &RunCtx,
+        s: &Shapes,
+        xb: &[f32],
+        w: &[f32],
+        bias: Option<&[f32]>,
+        yb: &mut [f32],
+    ) {
+        let g = &s.g;
+        let (is, os, ks) = (g.in_size(), g.out_size(), g.kernel_size());
+        let groups = self.group;
+        let (cg, mg) = (s.c / groups, s.m / groups);
+        if cg == 1 && mg == 1 && g.input[0] == 1 && g.kernel[0] == 1 {
+            depthwise2d(g, s.c, xb, w, bias, yb, ctx.threads);
+            return;
+        }
+        let beta = if let Some(b) = bias {
+            for (row, &bv) in yb.chunks_exact_mut(os).zip(b) {
+                row.fill(bv);
+            }
+            1.0
+        } else {
+            0.0
+        };
+        let kg = cg * ks;
+        let pointwise = g.is_pointwise();
+        let one_group = |grp: usize, yg: &mut [f32], threads: usize, col: &mut [f32]| {
+            let xg = &xb[grp * cg * is..(grp + 1) * cg * is];
+            let wg = &w[grp * mg * kg..(grp + 1) * mg * kg];
+            if pointwise {
+                sgemm(mg, os, kg, wg, xg, yg, beta, threads);
+            } else {
+                im2col(g, cg, xg, col);
+                sgemm(mg, os, kg, wg, col, yg, beta, threads);
+            }
+        };
+        let col_len = if pointwise { 0 } else { kg * os };
+        if ctx.threads > 1 && groups > 1 {
+            yb.par_chunks_mut(mg * os).enumerate().for_each_init(
+                Vec::new,
+                |col: &mut Vec<f32>, (grp, yg)| {
+                    col.resize(col_len, 0.0);
+                    one_group(grp, yg, 1, col)
+                },
+            );
+        } else {
+            with_scratch(col_len, |col| {
+                for (grp, yg) in yb.chunks_exact_mut(mg * os).enumerate() {
+                    one_group(grp, yg, ctx.threads, col);
+                }
+            });
+        }
+    }
+}

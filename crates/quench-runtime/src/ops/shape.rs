@@ -1,5 +1,0 @@
-//! (shape operators: not yet implemented)
-
-use crate::Registry;
-
-pub fn register(_r: &mut Registry) {}
