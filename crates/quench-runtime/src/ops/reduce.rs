@@ -1,5 +1,0 @@
-//! (reduce operators: not yet implemented)
-
-use crate::Registry;
-
-pub fn register(_r: &mut Registry) {}
