@@ -52,8 +52,8 @@ fn build(ctx: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
 
 /// Input index for output index `o` of an axis of size `dim` padded by `begin`.
 fn source_index(o: usize, dim: usize, begin: i64, mode: Mode) -> usize {
-    let i = o as i64 - begin;
-    let d = dim as i64;
+    let i = o as i128 - begin as i128;
+    let d = dim as i128;
     if (0..d).contains(&i) {
         return i as usize;
     }
@@ -106,7 +106,7 @@ impl Op for Pad {
         for (i, &a) in axes.iter().enumerate() {
             let dim = x.shape()[a];
             let (b, e) = (pads[i], pads[n + i]);
-            let out = dim as i64 + b + e;
+            let out = dim as i128 + b as i128 + e as i128;
             if out < 0 {
                 bail_invalid!("pads {pads:?} remove more than the {dim} elements of axis {a}");
             }
@@ -181,5 +181,7 @@ mod tests {
         assert!(run(Mode::Constant, &x, vec![-4, 0]).is_err());
         assert!(run(Mode::Constant, &x, vec![1]).is_err());
         assert!(run(Mode::Edge, &x, vec![i64::MAX / 2, 0]).is_err());
+        assert!(run(Mode::Edge, &x, vec![i64::MAX, i64::MAX]).is_err());
+        assert_eq!(get(Mode::Edge, vec![i64::MIN + 10, i64::MAX]).len(), 12);
     }
 }
