@@ -54,21 +54,32 @@ pub(crate) fn pass<F: Real>(
                 continue;
             }
             let (idx, wy) = (&taps.idx[y * n..(y + 1) * n], &w[y * n..(y + 1) * n]);
-            if inner == 1 {
-                let mut acc = F::default();
-                for k in 0..n {
-                    acc = acc + wy[k] * s[idx[k]];
+            match (inner, n) {
+                (1, 2) => d[0] = wy[0] * s[idx[0]] + wy[1] * s[idx[1]],
+                (1, _) => {
+                    let mut acc = F::default();
+                    for k in 0..n {
+                        acc = acc + wy[k] * s[idx[k]];
+                    }
+                    d[0] = acc;
                 }
-                d[0] = acc;
-            } else {
-                let r0 = &s[idx[0] * inner..(idx[0] + 1) * inner];
-                for (dv, &sv) in d.iter_mut().zip(r0) {
-                    *dv = wy[0] * sv;
+                (_, 2) => {
+                    let r0 = &s[idx[0] * inner..(idx[0] + 1) * inner];
+                    let r1 = &s[idx[1] * inner..(idx[1] + 1) * inner];
+                    for ((dv, &a), &b) in d.iter_mut().zip(r0).zip(r1) {
+                        *dv = wy[0] * a + wy[1] * b;
+                    }
                 }
-                for k in 1..n {
-                    let rk = &s[idx[k] * inner..(idx[k] + 1) * inner];
-                    for (dv, &sv) in d.iter_mut().zip(rk) {
-                        *dv = *dv + wy[k] * sv;
+                _ => {
+                    let r0 = &s[idx[0] * inner..(idx[0] + 1) * inner];
+                    for (dv, &sv) in d.iter_mut().zip(r0) {
+                        *dv = wy[0] * sv;
+                    }
+                    for k in 1..n {
+                        let rk = &s[idx[k] * inner..(idx[k] + 1) * inner];
+                        for (dv, &sv) in d.iter_mut().zip(rk) {
+                            *dv = *dv + wy[k] * sv;
+                        }
                     }
                 }
             }

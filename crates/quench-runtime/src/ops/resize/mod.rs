@@ -323,10 +323,16 @@ impl Resize {
         let mut cur = src;
         let mut dims = shape.to_vec();
         let fill = F::of(self.extrapolation as f64);
-        for (a, g) in geo.iter().enumerate() {
-            if self.is_identity(g) {
-                continue;
-            }
+        // Shrinking axes first and growing ones last keeps the intermediate
+        // small; among equal ratios the last axis (a gather) goes first so the
+        // contiguous row passes do the bulk of the work.
+        let mut order: Vec<usize> = (0..geo.len())
+            .filter(|&a| !self.is_identity(&geo[a]))
+            .collect();
+        let ratio = |a: usize| geo[a].out_w as f64 / geo[a].in_w as f64;
+        order.sort_by(|&a, &b| ratio(a).total_cmp(&ratio(b)).then(b.cmp(&a)));
+        for a in order {
+            let g = &geo[a];
             let t = g.taps(self.coord, interp, self.antialias, self.exclude_outside);
             let outer: usize = dims[..a].iter().product();
             let inner: usize = dims[a + 1..].iter().product();

@@ -110,3 +110,24 @@ fn scales_and_sizes_together_are_refused() {
         Err(OpError::Unsupported(_))
     ));
 }
+
+/// Timing of the detector's common case; run with `--ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_upsample_2x() {
+    let shape = vec![1, 64, 160, 160];
+    let n: usize = shape.iter().product();
+    let x = Tensor::from_vec(shape, (0..n).map(|i| (i % 97) as f32).collect()).unwrap();
+    for mode in ["nearest", "linear"] {
+        let op = build(&node(&[("mode", mode)]), 13);
+        for threads in [1, 2] {
+            let s = Tensor::from_vec(vec![4], vec![1f32, 1., 2., 2.]).unwrap();
+            let t0 = std::time::Instant::now();
+            for _ in 0..10 {
+                op.run(&RunCtx { threads }, &[Some(&x), None, Some(&s), None])
+                    .unwrap();
+            }
+            eprintln!("{mode} x{threads}: {:?} per run", t0.elapsed() / 10);
+        }
+    }
+}

@@ -52,8 +52,8 @@ fn build(ctx: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
 
 /// Input index for output index `o` of an axis of size `dim` padded by `begin`.
 fn source_index(o: usize, dim: usize, begin: i64, mode: Mode) -> usize {
-    let i = o as i64 - begin;
-    let d = dim as i64;
+    let i = o as i128 - begin as i128;
+    let d = dim as i128;
     if (0..d).contains(&i) {
         return i as usize;
     }
@@ -101,17 +101,27 @@ impl Op for Pad {
             bail_invalid!("pads {pads:?} must have 2 x {n} values");
         }
         let mut maps: Vec<Vec<usize>> = x.shape().iter().map(|&d| (0..d).collect()).collect();
+        let mut out_shape = x.shape().to_vec();
+        let mut sides = Vec::with_capacity(n);
         for (i, &a) in axes.iter().enumerate() {
             let dim = x.shape()[a];
             let (b, e) = (pads[i], pads[n + i]);
-            let out = dim as i64 + b + e;
+            let out = dim as i128 + b as i128 + e as i128;
             if out < 0 {
                 bail_invalid!("pads {pads:?} remove more than the {dim} elements of axis {a}");
+            }
+            if out > 1 << 40 {
+                bail_invalid!("pads {pads:?} make axis {a} too large");
             }
             if dim == 0 && out > 0 && self.mode != Mode::Constant {
                 bail_invalid!("cannot pad empty axis {a} in {:?} mode", self.mode);
             }
-            maps[a] = (0..out as usize)
+            out_shape[a] = out as usize;
+            sides.push((a, dim, b));
+        }
+        quench_ir::tensor::checked_numel(&out_shape)?;
+        for (a, dim, b) in sides {
+            maps[a] = (0..out_shape[a])
                 .map(|o| source_index(o, dim, b, self.mode))
                 .collect();
         }
@@ -170,5 +180,8 @@ mod tests {
         assert_eq!(get(Mode::Constant, vec![-1, 0]), vec![2, 3]);
         assert!(run(Mode::Constant, &x, vec![-4, 0]).is_err());
         assert!(run(Mode::Constant, &x, vec![1]).is_err());
+        assert!(run(Mode::Edge, &x, vec![i64::MAX / 2, 0]).is_err());
+        assert!(run(Mode::Edge, &x, vec![i64::MAX, i64::MAX]).is_err());
+        assert_eq!(get(Mode::Edge, vec![i64::MIN + 10, i64::MAX]).len(), 12);
     }
 }

@@ -30,18 +30,18 @@ impl Op for Tile {
                 x.rank()
             );
         }
-        let mut maps = Vec::with_capacity(x.rank());
-        for (&d, &r) in x.shape().iter().zip(&reps) {
-            let n = d
-                .checked_mul(r as usize)
-                .filter(|&n| n < (1 << 40))
-                .ok_or_else(|| {
-                    OpError::Invalid(format!("repeats {reps:?} make too large a tensor"))
-                })?;
-            maps.push((0..n).map(|o| o % d).collect::<Vec<_>>());
-        }
-        let shape: Vec<usize> = maps.iter().map(Vec::len).collect();
+        let shape: Vec<usize> = x
+            .shape()
+            .iter()
+            .zip(&reps)
+            .map(|(&d, &r)| d.saturating_mul(usize::try_from(r).unwrap_or(usize::MAX)))
+            .collect();
         quench_ir::tensor::checked_numel(&shape)?;
+        let maps: Vec<Vec<usize>> = shape
+            .iter()
+            .zip(x.shape())
+            .map(|(&n, &d)| (0..n).map(|o| o % d).collect())
+            .collect();
         let y = with_movable!(x.dtype(), T => {
             let v = gather_axes(elems::<T>(x, "input 0")?, x.shape(), &maps, &T::default());
             wrap(shape, v, x.dtype())

@@ -24,7 +24,7 @@ fn build(ctx: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
 }
 
 impl Op for Transpose {
-    fn run(&self, _: &RunCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+    fn run(&self, ctx: &RunCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let x = required(inputs, 0)?;
         let r = x.rank();
         let perm: Vec<usize> = match &self.perm {
@@ -49,7 +49,7 @@ impl Op for Transpose {
         };
         let out_shape: Vec<usize> = perm.iter().map(|&a| x.shape()[a]).collect();
         let v = with_movable!(x.dtype(), T => {
-            let v = transpose(elems::<T>(x, "input 0")?, x.shape(), &perm);
+            let v = transpose(elems::<T>(x, "input 0")?, x.shape(), &perm, ctx.threads);
             wrap(out_shape, v, x.dtype())
         })?;
         Ok(vec![v])
@@ -83,17 +83,22 @@ fn simplify(shape: &[usize], perm: &[usize]) -> (Vec<usize>, Vec<usize>) {
     (new_shape, new_perm)
 }
 
-pub(crate) fn transpose<T: Movable>(src: &[T], shape: &[usize], perm: &[usize]) -> Vec<T> {
+pub(crate) fn transpose<T: Movable>(
+    src: &[T],
+    shape: &[usize],
+    perm: &[usize],
+    threads: usize,
+) -> Vec<T> {
     let (shape, perm) = simplify(shape, perm);
     let r = shape.len();
     if src.is_empty() || perm.iter().enumerate().all(|(i, &p)| i == p) {
         return src.to_vec();
     }
     if r == 2 {
-        return batched_2d(src, 1, shape[0], shape[1]);
+        return batched_2d(src, 1, shape[0], shape[1], threads);
     }
     if r == 3 && perm == [0, 2, 1] {
-        return batched_2d(src, shape[0], shape[1], shape[2]);
+        return batched_2d(src, shape[0], shape[1], shape[2], threads);
     }
     let in_strides = super::common::strides(&shape);
     let out_shape: Vec<usize> = perm.iter().map(|&a| shape[a]).collect();
@@ -104,7 +109,11 @@ pub(crate) fn transpose<T: Movable>(src: &[T], shape: &[usize], perm: &[usize]) 
     let mut idx = vec![0usize; r - 1];
     let mut base = 0usize;
     while out.len() < n {
-        out.extend((0..last_n).map(|k| src[base + k * last_s].clone()));
+        if last_s == 1 {
+            out.extend_from_slice(&src[base..base + last_n]);
+        } else {
+            out.extend(src[base..].iter().step_by(last_s).take(last_n).cloned());
+        }
         let mut a = r - 1;
         while a > 0 {
             a -= 1;
@@ -120,18 +129,36 @@ pub(crate) fn transpose<T: Movable>(src: &[T], shape: &[usize], perm: &[usize]) 
     out
 }
 
-/// `[b, m, n] -> [b, n, m]` in square tiles.
-fn batched_2d<T: Movable>(src: &[T], b: usize, m: usize, n: usize) -> Vec<T> {
+/// `[b, m, n] -> [b, n, m]` in square tiles; bands of output rows go to
+/// separate threads when the tensor is large.
+fn batched_2d<T: Movable>(src: &[T], b: usize, m: usize, n: usize, threads: usize) -> Vec<T> {
     const TILE: usize = 32;
     let mut out = vec![T::default(); b * m * n];
-    for (s, d) in src.chunks_exact(m * n).zip(out.chunks_exact_mut(m * n)) {
+    // One band: output rows j0..j0 + TILE of one matrix.
+    let band = |s: &[T], j0: usize, d: &mut [T]| {
+        let j1 = (j0 + TILE).min(n);
         for i0 in (0..m).step_by(TILE) {
-            for j0 in (0..n).step_by(TILE) {
-                for i in i0..(i0 + TILE).min(m) {
-                    for j in j0..(j0 + TILE).min(n) {
-                        d[j * m + i] = s[i * n + j].clone();
-                    }
+            let i1 = (i0 + TILE).min(m);
+            for (dj, j) in (j0..j1).enumerate() {
+                let col = s[i0 * n + j..].iter().step_by(n);
+                for (dv, sv) in d[dj * m + i0..dj * m + i1].iter_mut().zip(col) {
+                    *dv = sv.clone();
                 }
+            }
+        }
+    };
+    if threads > 1 && out.len() >= 1 << 16 {
+        use rayon::prelude::*;
+        out.par_chunks_mut(m * n).enumerate().for_each(|(bi, d)| {
+            let s = &src[bi * m * n..(bi + 1) * m * n];
+            d.par_chunks_mut(TILE * m)
+                .enumerate()
+                .for_each(|(k, d)| band(s, k * TILE, d));
+        });
+    } else {
+        for (s, d) in src.chunks_exact(m * n).zip(out.chunks_exact_mut(m * n)) {
+            for (k, d) in d.chunks_mut(TILE * m).enumerate() {
+                band(s, k * TILE, d);
             }
         }
     }
@@ -179,20 +206,20 @@ mod tests {
         }
         for p in perms {
             assert_eq!(
-                transpose(&src, &shape, &p),
+                transpose(&src, &shape, &p, 1),
                 reference(&src, &shape, &p),
                 "{p:?}"
             );
         }
         let src: Vec<i32> = (0..(40 * 37)).collect();
         assert_eq!(
-            transpose(&src, &[40, 37], &[1, 0]),
+            transpose(&src, &[40, 37], &[1, 0], 2),
             reference(&src, &[40, 37], &[1, 0])
         );
         let src: Vec<i32> = (0..120).collect();
         let p = [2, 0, 3, 1];
         assert_eq!(
-            transpose(&src, &[2, 3, 4, 5], &p),
+            transpose(&src, &[2, 3, 4, 5], &p, 1),
             reference(&src, &[2, 3, 4, 5], &p)
         );
     }
@@ -207,5 +234,30 @@ mod tests {
         let t = Transpose { perm: None };
         let y = t.run(&RunCtx { threads: 1 }, &[Some(&x)]).unwrap();
         assert_eq!(y[0].as_slice::<f32>().unwrap(), &[1.0, 3.0, 2.0, 4.0]);
+    }
+}
+
+#[cfg(test)]
+mod bench {
+    use super::*;
+
+    /// Timing of NCHW -> NHWC and a general permutation; run with `--ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn bench_transpose() {
+        let shape = [1, 64, 160, 160];
+        let src: Vec<f32> = (0..64 * 160 * 160).map(|i| i as f32).collect();
+        for perm in [[0, 2, 3, 1], [0, 3, 1, 2], [0, 2, 1, 3], [3, 1, 2, 0]] {
+            let t0 = std::time::Instant::now();
+            for _ in 0..10 {
+                std::hint::black_box(transpose(&src, &shape, &perm, 1));
+            }
+            eprintln!("{perm:?}: {:?} per run", t0.elapsed() / 10);
+        }
+        let t0 = std::time::Instant::now();
+        for _ in 0..10 {
+            std::hint::black_box(src.clone());
+        }
+        eprintln!("copy: {:?} per run", t0.elapsed() / 10);
     }
 }
