@@ -144,6 +144,7 @@ def main():
         "timing": "quantize_static wall time in a fresh subprocess (excludes imports, data loading, "
                   "pre-processing); peak_rss_mib = the subprocess's ru_maxrss; machine: "
                   f"{os.cpu_count()} cores shared with other jobs, single run",
+        "load_average_at_start": [round(v, 1) for v in os.getloadavg()],
     }
     out.setdefault("models", {})
     with tempfile.TemporaryDirectory() as tmp:

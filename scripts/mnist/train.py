@@ -138,7 +138,7 @@ class MobileNetV2(nn.Module):
 MODELS = {
     "bn_cnn": (BnCnn, 10, 3e-3, True),
     "resnet8": (ResNet8, 10, 3e-3, False),
-    "mobilenetv2_w05": (MobileNetV2, 5, 3e-3, False),
+    "mobilenetv2_w05": (MobileNetV2, 9, 3e-3, False),
 }
 
 
