@@ -67,7 +67,9 @@ pub fn read_npy_bytes(bytes: &[u8], what: &str) -> Result<Tensor, DataError> {
         })
         .collect::<Result<_, _>>()?;
     let n = checked_numel(&shape).map_err(|e| err(e.to_string()))?;
-    let (endian, code) = descr.split_at(1.min(descr.len()));
+    // `split_at_checked`: a non-ASCII first character (fuzzing found U+FFFD
+    // from a lossily decoded header) must not panic on a char boundary.
+    let (endian, code) = descr.split_at_checked(1).unwrap_or(("", descr));
     let big = endian == ">";
     let (dtype, size) = match code {
         "f4" => (DType::F32, 4),
@@ -284,5 +286,28 @@ mod tests {
                 .contains("truncated")
         );
         assert!(read_npy_bytes(b"hello world", "x").is_err());
+    }
+
+    fn with_header(hdr: &[u8]) -> Vec<u8> {
+        let mut b = MAGIC.to_vec();
+        b.extend_from_slice(&[1, 0]);
+        b.extend_from_slice(&(hdr.len() as u16).to_le_bytes());
+        b.extend_from_slice(hdr);
+        b.extend_from_slice(&[0; 8]);
+        b
+    }
+
+    #[test]
+    fn non_ascii_descr_is_an_error_not_a_panic() {
+        // Found by fuzz/read_npy: a stray 0xA7 byte became U+FFFD (3 bytes).
+        let b = with_header(b"{'descr': '\xa7<f4', 'fortran_order': False, 'shape': (), }");
+        assert!(
+            read_npy_bytes(&b, "x")
+                .unwrap_err()
+                .to_string()
+                .contains("unsupported dtype")
+        );
+        let b = with_header("{'descr': 'é', 'shape': (), }".as_bytes());
+        assert!(read_npy_bytes(&b, "x").is_err());
     }
 }

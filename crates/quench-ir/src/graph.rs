@@ -367,13 +367,20 @@ impl Graph {
 /// Names a node's subgraphs read from enclosing scopes (implicit inputs).
 pub fn subgraph_free_names(node: &Node) -> impl Iterator<Item = &str> {
     let mut names: Vec<&str> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for g in node.subgraphs() {
-        collect_free_names(g, &mut names);
+        collect_free_names(g, &mut names, &mut seen);
     }
     names.into_iter()
 }
 
-fn collect_free_names<'a>(g: &'a Graph, out: &mut Vec<&'a str>) {
+/// Appends `g`'s free names to `out` once each (`seen` keeps this linear:
+/// a crafted subgraph may read hundreds of thousands of names).
+fn collect_free_names<'a>(
+    g: &'a Graph,
+    out: &mut Vec<&'a str>,
+    seen: &mut std::collections::HashSet<&'a str>,
+) {
     use std::collections::HashSet;
     let mut defined: HashSet<&str> = g.inputs.iter().map(|v| v.name.as_str()).collect();
     defined.extend(g.initializers.keys().map(String::as_str));
@@ -381,15 +388,16 @@ fn collect_free_names<'a>(g: &'a Graph, out: &mut Vec<&'a str>) {
         defined.extend(n.outputs.iter().map(String::as_str));
     }
     let mut inner = Vec::new();
+    let mut inner_seen = HashSet::new();
     for n in &g.nodes {
         inner.extend(n.inputs.iter().map(String::as_str));
         for sg in n.subgraphs() {
-            collect_free_names(sg, &mut inner);
+            collect_free_names(sg, &mut inner, &mut inner_seen);
         }
     }
     inner.extend(g.outputs.iter().map(|v| v.name.as_str()));
     for name in inner {
-        if !name.is_empty() && !defined.contains(name) && !out.contains(&name) {
+        if !name.is_empty() && !defined.contains(name) && seen.insert(name) {
             out.push(name);
         }
     }
@@ -467,5 +475,28 @@ mod tests {
                 .to_string()
                 .contains("'nope'")
         );
+    }
+
+    #[test]
+    fn many_free_names_are_collected_in_linear_time() {
+        // A crafted If body reading 100k distinct outer names used to take
+        // quadratic time (a Vec::contains per name); repeats still count once.
+        let body = Graph {
+            nodes: (0..100_000)
+                .map(|i| {
+                    let a = format!("outer{i}");
+                    let b = format!("outer{}", i / 2);
+                    Node::new("Add", "", &[&a, &b], &[&format!("t{i}")])
+                })
+                .collect(),
+            outputs: vec![ValueInfo::tensor("t0", DType::F32, None)],
+            ..Default::default()
+        };
+        let node = Node::new("If", "if", &["cond"], &["y"])
+            .with_attr("then_branch", Attr::Graph(body))
+            .with_attr("else_branch", Attr::Graph(Graph::default()));
+        let names: Vec<&str> = subgraph_free_names(&node).collect();
+        assert_eq!(names.len(), 100_000);
+        assert_eq!(&names[..3], &["outer0", "outer1", "outer2"]);
     }
 }

@@ -88,16 +88,22 @@ pub const MAX_ELEMENTS: u128 = 1 << 32;
 
 /// Number of elements of `shape`, refusing sizes that cannot be allocated.
 pub fn checked_numel(shape: &[usize]) -> Result<usize, IrError> {
-    let mut n: u128 = 1;
-    for &d in shape {
-        n = n.saturating_mul(d as u128);
+    // Zero dims are skipped in the bound: an empty `[0, 2^40, 2^40]` holds no
+    // data, but ops computing its strides (2^80) would overflow.
+    let mut nonzero: u128 = 1;
+    for &d in shape.iter().filter(|&&d| d != 0) {
+        nonzero = nonzero.saturating_mul(d as u128);
     }
     // A crafted shape must fail here, not abort the process in the allocator:
     // 2^32 elements (16 GiB of f32) is beyond any tensor Quench is meant to hold.
-    if n > MAX_ELEMENTS {
-        return Err(IrError::TooLarge(n));
+    if nonzero > MAX_ELEMENTS {
+        return Err(IrError::TooLarge(nonzero));
     }
-    Ok(n as usize)
+    Ok(if shape.contains(&0) {
+        0
+    } else {
+        nonzero as usize
+    })
 }
 
 impl TensorData {
@@ -379,6 +385,17 @@ mod tests {
             Tensor::zeros(DType::F32, vec![1 << 40]),
             Err(IrError::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn empty_tensors_with_huge_dims_are_refused() {
+        // Every partial product of a valid shape fits in usize, so numel()
+        // and stride arithmetic never overflow.
+        assert!(Tensor::zeros(DType::F32, vec![0, 1 << 40, 1 << 40]).is_err());
+        assert!(Tensor::from_vec(vec![1 << 40, 1 << 40, 0], Vec::<f32>::new()).is_err());
+        assert!(checked_numel(&[usize::MAX, 0]).is_err());
+        let t = Tensor::zeros(DType::F32, vec![0, 1 << 16, 1 << 16]).unwrap();
+        assert_eq!(t.numel(), 0);
     }
 
     #[test]
