@@ -71,6 +71,22 @@ fn conv_integer(
         // ORT's ConvInteger takes uint8 activations only.
         return Err("output not quantized and input is not uint8".into());
     }
+    // ORT's ConvInteger takes one weight zero point: per-channel scales are
+    // fine (they go into the DequantizeLinear), per-channel zero points not.
+    let w_zp = match w.p.zps.as_slice() {
+        [z, rest @ ..] if rest.iter().all(|r| r == z) && w.p.axis.is_some() => {
+            let t = match w.p.dtype {
+                DType::I8 => Tensor::from_vec(vec![], vec![*z as i8]),
+                _ => Tensor::from_vec(vec![], vec![*z as u8]),
+            };
+            emit.init(
+                &format!("{}_zero_point_scalar", w.x),
+                t.map_err(|e| e.to_string())?,
+            )
+        }
+        [_] => inputs[5].clone(),
+        _ => return Err("output not quantized and weight zero points differ per channel".into()),
+    };
     let base = q_name(n);
     let mut nodes = Vec::new();
     let acc_name = emit.fresh(&format!("{y}_int32"));
@@ -78,7 +94,7 @@ fn conv_integer(
         inputs[0].clone(),
         inputs[3].clone(),
         inputs[2].clone(),
-        inputs[5].clone(),
+        w_zp,
     ];
     let mut c = node(
         "ConvInteger",

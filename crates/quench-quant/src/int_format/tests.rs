@@ -175,6 +175,9 @@ fn conv_without_output_q_uses_conv_integer() {
     }
     let bias = &int.graph.initializers[&int.graph.nodes[2].inputs[1]];
     assert_eq!(bias.shape(), &[3, 1, 1]);
+    // ORT's ConvInteger wants one weight zero point.
+    let wz = &int.graph.initializers[&int.graph.nodes[1].inputs[3]];
+    assert_eq!(wz.shape(), &[] as &[usize]);
 }
 
 #[test]
