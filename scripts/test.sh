@@ -17,6 +17,8 @@ step "real models and ONNX Runtime references"
 scripts/make-inputs.sh | tail -n 1
 step "ONNX's shape inference on the real models (reference for Quench's)"
 "$QUENCH_PY" scripts/check_shape_inference.py > /dev/null
+step "ONNX Runtime quantize_static models (QDQ + QOperator) for the to_int test"
+"$QUENCH_PY" scripts/make_ort_quantized.py > /dev/null
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -17,12 +17,14 @@
 pub mod calibrate;
 pub mod config;
 pub mod error;
+pub mod int_format;
 pub mod observer;
 pub mod passes;
 pub mod qparams;
 
 pub use config::{Backend, CalibrationKind, Format, NodeQuant, Override, QuantConfig};
 pub use error::QuantError;
+pub use int_format::{IntReport, to_int};
 pub use observer::{
     CalibrationMethod, Calibrator, Entropy, Histogram, HistogramConfig, HistogramMode,
     HistogramObserver, MinMax, MovingAverageMinMax, Mse, ObservedRange, Observer, PerChannelMinMax,

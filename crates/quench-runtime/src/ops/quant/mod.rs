@@ -1,6 +1,6 @@
 //! Quantization operators: ONNX (QuantizeLinear, DequantizeLinear,
 //! DynamicQuantizeLinear, QLinearConv, QLinearMatMul, MatMulInteger,
-//! ConvInteger) and the com.microsoft contrib ops ORT writes into quantized
+//! ConvInteger) and the com.microsoft contrib ops (QGemm among them) ORT writes into quantized
 //! models. These are scalar reference kernels: correct first, fast later.
 
 use crate::{OpError, Registry};
@@ -11,6 +11,7 @@ mod conv;
 mod linear;
 mod matmul;
 mod pool;
+mod qgemm;
 
 pub fn register(r: &mut Registry) {
     linear::register(r);
@@ -18,6 +19,7 @@ pub fn register(r: &mut Registry) {
     matmul::register(r);
     contrib::register(r);
     pool::register(r);
+    qgemm::register(r);
 }
 
 /// An integer type a quantized tensor can hold.

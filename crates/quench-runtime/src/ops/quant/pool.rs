@@ -2,7 +2,7 @@
 //! NHWC (`channels_last`), with ORT's arithmetic.
 
 use super::contrib::QInput;
-use super::{QType, int_values, quantize_f32, scalar_scale, scalar_zero_point};
+use super::{QType, int_values, scalar_scale, scalar_zero_point};
 use crate::op::{optional, required};
 use crate::{BuildCtx, Op, OpError, Registry, RunCtx, bail_invalid};
 use quench_ir::Tensor;
@@ -252,7 +252,10 @@ impl Op for QLinearAveragePool {
                         .map(|&s| xv[offset(b, ch, s, c, area, cl)])
                         .sum();
                     let v = if count == 0 { 0.0 } else { sum / count as f32 };
-                    y[offset(b, ch, op, c, out_area, cl)] = quantize_f32(v, y_scale, y_zp, q);
+                    // ORT adds the zero point before rounding (nearbyintf(v / s + zp)),
+                    // which moves ties with an odd zero point.
+                    y[offset(b, ch, op, c, out_area, cl)] =
+                        q.saturate((v / y_scale + y_zp as f32).round_ties_even() as f64);
                 }
             }
             for d in (0..nd).rev() {
@@ -319,5 +322,20 @@ mod tests {
         assert_eq!(out[0].as_slice::<u8>().unwrap(), &[4, 6, 8, 10]);
         let missing = ms("QLinearAveragePool", &["x", "xs"]);
         assert!(run(missing, 1, &[Some(&x), Some(&s)]).is_err());
+    }
+
+    #[test]
+    fn average_pool_adds_the_zero_point_before_rounding_as_ort_does() {
+        // Mean 0.5 with y_zero_point 1: nearbyint(0.5 + 1) = 2, not round(0.5) + 1 = 1.
+        let (s, xz, yz) = (
+            Tensor::scalar(1f32),
+            Tensor::scalar(0u8),
+            Tensor::scalar(1u8),
+        );
+        let x = t(&[1, 1, 1, 2], vec![0u8, 1]);
+        let n = ms("QLinearAveragePool", &["x", "xs", "xz", "ys", "yz"])
+            .with_attr("kernel_shape", Attr::Ints(vec![1, 2]));
+        let out = run(n, 1, &[Some(&x), Some(&s), Some(&xz), Some(&s), Some(&yz)]).unwrap();
+        assert_eq!(out[0].as_slice::<u8>().unwrap(), &[2]);
     }
 }
