@@ -30,7 +30,8 @@ pub fn calibrate(
     batches: impl Iterator<Item = Result<Batch, QuantError>>,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Calibration, QuantError> {
-    let wanted: HashMap<&str, &QParamsConfig> = targets.iter().map(|(n, c)| (n.as_str(), c)).collect();
+    let wanted: HashMap<&str, &QParamsConfig> =
+        targets.iter().map(|(n, c)| (n.as_str(), c)).collect();
     let mut calibrator = Calibrator::new(method.clone());
     let mut count = 0;
     for batch in batches {
@@ -46,7 +47,10 @@ pub fn calibrate(
                 failure = calibrator.observe(name, t).err();
             }
         };
-        let mut hooks = RunHooks { on_value: Some(&mut hook), ..Default::default() };
+        let mut hooks = RunHooks {
+            on_value: Some(&mut hook),
+            ..Default::default()
+        };
         session
             .run_with(batch, &mut hooks)
             .map_err(|e| QuantError::Config(format!("calibration run {}: {e}", count + 1)))?;
@@ -59,9 +63,14 @@ pub fn calibrate(
     if count == 0 {
         return Err(QuantError::Config("no calibration samples".into()));
     }
-    let mut out = Calibration { batches: count, ..Default::default() };
+    let mut out = Calibration {
+        batches: count,
+        ..Default::default()
+    };
     for (name, cfg) in targets {
-        let range = calibrator.range(name).ok_or_else(|| QuantError::NoData { tensor: name.clone() })??;
+        let range = calibrator.range(name).ok_or_else(|| QuantError::NoData {
+            tensor: name.clone(),
+        })??;
         out.qparams.insert(name.clone(), range.qparams(cfg)?);
         out.ranges.insert(name.clone(), range);
     }
@@ -76,11 +85,17 @@ mod tests {
     fn identity_model() -> Model {
         Model {
             ir_version: 8,
-            opset_imports: vec![OpsetImport { domain: String::new(), version: 17 }],
+            opset_imports: vec![OpsetImport {
+                domain: String::new(),
+                version: 17,
+            }],
             graph: Graph {
                 inputs: vec![ValueInfo::tensor("x", DType::F32, None)],
                 outputs: vec![ValueInfo::tensor("y", DType::F32, None)],
-                nodes: vec![Node::new("Constant", "c", &[], &["k"]).with_attr("value_float", quench_ir::Attr::Float(2.0))],
+                nodes: vec![
+                    Node::new("Constant", "c", &[], &["k"])
+                        .with_attr("value_float", quench_ir::Attr::Float(2.0)),
+                ],
                 ..Default::default()
             },
             ..Default::default()
@@ -93,7 +108,12 @@ mod tests {
         // y is the graph input itself: no op needed.
         m.graph.outputs = vec![ValueInfo::tensor("x", DType::F32, None)];
         let s = Session::new(&m, 1).unwrap();
-        let batch = |v: Vec<f32>| Ok(vec![("x".to_string(), Tensor::from_vec(vec![v.len()], v).unwrap())]);
+        let batch = |v: Vec<f32>| {
+            Ok(vec![(
+                "x".to_string(),
+                Tensor::from_vec(vec![v.len()], v).unwrap(),
+            )])
+        };
         let targets = vec![("x".to_string(), QParamsConfig::activation_u8())];
         let mut seen = 0;
         let c = calibrate(
@@ -108,8 +128,14 @@ mod tests {
         let r = &c.ranges["x"];
         assert_eq!((r.min[0], r.max[0]), (-1.0, 3.0));
         assert!((c.qparams["x"].scale[0] - 4.0 / 255.0).abs() < 1e-7);
-        let err = calibrate(&s, &targets, &CalibrationMethod::min_max(), vec![batch(vec![f32::NAN])].into_iter(), &mut |_| {})
-            .unwrap_err();
+        let err = calibrate(
+            &s,
+            &targets,
+            &CalibrationMethod::min_max(),
+            vec![batch(vec![f32::NAN])].into_iter(),
+            &mut |_| {},
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("'x'"), "{err}");
     }
 }

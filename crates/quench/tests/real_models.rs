@@ -53,13 +53,18 @@ fn check_model(key: &str) {
             err <= 1e-4 * scale.max(1e-6),
             "{key}: output '{name}': max abs err {err} > 1e-4 × {scale}"
         );
+        // Argmax along the last axis must agree; where the reference itself has
+        // a tie (saturated probability maps), either tied position is right.
         let last = *want.shape().last().unwrap_or(&1);
+        let tol = 1e-4 * scale.max(1e-6);
         if last > 1 {
             for (row, (gr, wr)) in g.chunks(last).zip(w.chunks(last)).enumerate() {
-                assert_eq!(
-                    argmax(gr),
-                    argmax(wr),
-                    "{key}: output '{name}' row {row}: argmax differs"
+                let (ga, wa) = (argmax(gr), argmax(wr));
+                assert!(
+                    ga == wa || (wr[wa] - wr[ga]).abs() <= tol,
+                    "{key}: output '{name}' row {row}: argmax {ga} vs reference {wa} ({} vs {})",
+                    wr[ga],
+                    wr[wa]
                 );
             }
         }

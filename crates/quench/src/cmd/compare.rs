@@ -61,7 +61,11 @@ impl Stats {
     }
 
     fn sqnr(&self) -> f64 {
-        if self.noise == 0.0 { f64::INFINITY } else { 10.0 * (self.signal / self.noise).log10() }
+        if self.noise == 0.0 {
+            f64::INFINITY
+        } else {
+            10.0 * (self.signal / self.noise).log10()
+        }
     }
 
     fn cosine(&self) -> f64 {
@@ -89,8 +93,12 @@ fn matches(float: &Model, quant: &Model) -> BTreeMap<String, String> {
             dq_of.entry(src).or_insert(o.as_str());
         }
     }
-    let q_values: std::collections::HashSet<&str> =
-        quant.graph.nodes.iter().flat_map(|n| n.outputs.iter().map(String::as_str)).collect();
+    let q_values: std::collections::HashSet<&str> = quant
+        .graph
+        .nodes
+        .iter()
+        .flat_map(|n| n.outputs.iter().map(String::as_str))
+        .collect();
     let mut out = BTreeMap::new();
     for n in &float.graph.nodes {
         for o in &n.outputs {
@@ -105,7 +113,11 @@ fn matches(float: &Model, quant: &Model) -> BTreeMap<String, String> {
 }
 
 /// Runs `session` and keeps the float values named in `wanted`.
-fn capture(session: &Session, batch: Vec<(String, Tensor)>, wanted: &HashMap<&str, ()>) -> Result<HashMap<String, Vec<f32>>> {
+fn capture(
+    session: &Session,
+    batch: Vec<(String, Tensor)>,
+    wanted: &HashMap<&str, ()>,
+) -> Result<HashMap<String, Vec<f32>>> {
     let seen = Mutex::new(HashMap::new());
     let mut hook = |name: &str, t: &Tensor| {
         if wanted.contains_key(name)
@@ -115,7 +127,10 @@ fn capture(session: &Session, batch: Vec<(String, Tensor)>, wanted: &HashMap<&st
             s.insert(name.to_string(), v);
         }
     };
-    let mut hooks = RunHooks { on_value: Some(&mut hook), ..Default::default() };
+    let mut hooks = RunHooks {
+        on_value: Some(&mut hook),
+        ..Default::default()
+    };
     session.run_with(batch, &mut hooks)?;
     Ok(seen.into_inner().unwrap_or_default())
 }
@@ -123,8 +138,10 @@ fn capture(session: &Session, batch: Vec<(String, Tensor)>, wanted: &HashMap<&st
 pub fn run(args: Args) -> Result<()> {
     let float = super::load_model(&args.float)?;
     let quant = super::load_model(&args.quant)?;
-    let fs = Session::new(&float, args.threads).with_context(|| format!("cannot prepare {}", args.float.display()))?;
-    let qs = Session::new(&quant, args.threads).with_context(|| format!("cannot prepare {}", args.quant.display()))?;
+    let fs = Session::new(&float, args.threads)
+        .with_context(|| format!("cannot prepare {}", args.float.display()))?;
+    let qs = Session::new(&quant, args.threads)
+        .with_context(|| format!("cannot prepare {}", args.quant.display()))?;
     let pairs = matches(&float, &quant);
     let f_wanted: HashMap<&str, ()> = pairs.keys().map(|k| (k.as_str(), ())).collect();
     let q_wanted: HashMap<&str, ()> = pairs.values().map(|k| (k.as_str(), ())).collect();
@@ -149,7 +166,11 @@ pub fn run(args: Args) -> Result<()> {
         .graph
         .nodes
         .iter()
-        .flat_map(|n| n.outputs.iter().map(move |o| (o.as_str(), format!("{} ({})", n.label(), n.op_type))))
+        .flat_map(|n| {
+            n.outputs
+                .iter()
+                .map(move |o| (o.as_str(), format!("{} ({})", n.label(), n.op_type)))
+        })
         .collect();
     if args.json {
         let j: Vec<_> = rows
@@ -160,18 +181,30 @@ pub fn run(args: Args) -> Result<()> {
                     "cosine": s.cosine(), "max_abs": s.max_abs, "elements": s.elements})
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&json!({"samples": n, "tensors": j}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"samples": n, "tensors": j}))?
+        );
         return Ok(());
     }
-    println!("{} matched tensors over {n} sample(s), worst first:", rows.len());
-    println!("{:>9} {:>9} {:>11}  tensor  <- node", "SQNR dB", "cosine", "max |err|");
+    println!(
+        "{} matched tensors over {n} sample(s), worst first:",
+        rows.len()
+    );
+    println!(
+        "{:>9} {:>9} {:>11}  tensor  <- node",
+        "SQNR dB", "cosine", "max |err|"
+    );
     for (name, s) in rows.iter().take(args.top) {
         println!(
             "{:>9.2} {:>9.5} {:>11.4e}  {name}  <- {}",
             s.sqnr(),
             s.cosine(),
             s.max_abs,
-            producer.get(name.as_str()).map(String::as_str).unwrap_or("?")
+            producer
+                .get(name.as_str())
+                .map(String::as_str)
+                .unwrap_or("?")
         );
     }
     Ok(())

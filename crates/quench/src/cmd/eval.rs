@@ -41,17 +41,35 @@ pub fn input_specs(model: &Model) -> Vec<InputSpec> {
         .map(|v| InputSpec {
             name: v.name.clone(),
             dtype: v.dtype(),
-            shape: v.shape().map(|s| s.iter().map(|d| if let Dim::Fixed(n) = d { Some(*n as usize) } else { None }).collect()),
+            shape: v.shape().map(|s| {
+                s.iter()
+                    .map(|d| {
+                        if let Dim::Fixed(n) = d {
+                            Some(*n as usize)
+                        } else {
+                            None
+                        }
+                    })
+                    .collect()
+            }),
         })
         .collect()
 }
 
 /// Rows of the first output as class scores: `[N, C]` (or `[N, C, 1, ...]`).
 fn rows(t: &Tensor) -> Result<(usize, Vec<f32>)> {
-    let v = t.to_f32_vec().context("the model's first output is not float scores")?;
-    let n = *t.shape().first().context("the model's first output is a scalar")?;
+    let v = t
+        .to_f32_vec()
+        .context("the model's first output is not float scores")?;
+    let n = *t
+        .shape()
+        .first()
+        .context("the model's first output is a scalar")?;
     if n == 0 || v.len() % n != 0 {
-        bail!("cannot read class scores from an output of shape {:?}", t.shape());
+        bail!(
+            "cannot read class scores from an output of shape {:?}",
+            t.shape()
+        );
     }
     Ok((v.len() / n, v))
 }
@@ -66,20 +84,28 @@ fn top_k(row: &[f32], k: usize) -> Vec<usize> {
 fn read_labels(path: &Path, key: &str) -> Result<Vec<i64>> {
     let arrays = quench_data::read_npz(path)?;
     let names: Vec<&str> = arrays.iter().map(|(k, _)| k.as_str()).collect();
-    let (_, t) = arrays
-        .iter()
-        .find(|(k, _)| k == key)
-        .with_context(|| format!("{}: no label array '{key}' (arrays: {})", path.display(), names.join(", ")))?;
-    Ok(t.to_i64_vec().with_context(|| format!("{}: labels '{key}' must be integers", path.display()))?)
+    let (_, t) = arrays.iter().find(|(k, _)| k == key).with_context(|| {
+        format!(
+            "{}: no label array '{key}' (arrays: {})",
+            path.display(),
+            names.join(", ")
+        )
+    })?;
+    Ok(t.to_i64_vec()
+        .with_context(|| format!("{}: labels '{key}' must be integers", path.display()))?)
 }
 
 pub fn run(args: Args) -> Result<()> {
     let model = super::load_model(&args.model)?;
-    let session = Session::new(&model, args.threads).with_context(|| format!("cannot prepare {}", args.model.display()))?;
+    let session = Session::new(&model, args.threads)
+        .with_context(|| format!("cannot prepare {}", args.model.display()))?;
     let reference = match &args.reference {
         Some(p) => {
             let m = super::load_model(p)?;
-            Some(Session::new(&m, args.threads).with_context(|| format!("cannot prepare {}", p.display()))?)
+            Some(
+                Session::new(&m, args.threads)
+                    .with_context(|| format!("cannot prepare {}", p.display()))?,
+            )
         }
         None => None,
     };
@@ -87,7 +113,11 @@ pub fn run(args: Args) -> Result<()> {
     let labels = read_labels(&args.data, &args.labels)?;
     let n = args.samples.unwrap_or(data.len()).min(data.len());
     if labels.len() < n {
-        bail!("{}: {} labels for {n} samples", args.data.display(), labels.len());
+        bail!(
+            "{}: {} labels for {n} samples",
+            args.data.display(),
+            labels.len()
+        );
     }
     let (mut top1, mut top5, mut agree, mut sig, mut noise) = (0usize, 0usize, 0usize, 0f64, 0f64);
     let mut classes = 0;
@@ -95,7 +125,9 @@ pub fn run(args: Args) -> Result<()> {
     while start < n {
         let b = args.batch.max(1).min(n - start);
         let batch = data.batch(start, b)?;
-        let out = session.run(batch.clone()).with_context(|| format!("running {}", args.model.display()))?;
+        let out = session
+            .run(batch.clone())
+            .with_context(|| format!("running {}", args.model.display()))?;
         let (c, scores) = rows(&out[0].1)?;
         classes = c;
         let ref_scores = match &reference {
@@ -120,20 +152,31 @@ pub fn run(args: Args) -> Result<()> {
         start += b;
     }
     let pct = |k: usize| 100.0 * k as f64 / n as f64;
-    let sqnr = if noise > 0.0 { 10.0 * (sig / noise).log10() } else { f64::INFINITY };
+    let sqnr = if noise > 0.0 {
+        10.0 * (sig / noise).log10()
+    } else {
+        f64::INFINITY
+    };
     if args.json {
         let mut j = json!({"model": args.model.display().to_string(), "samples": n, "classes": classes,
             "top1": pct(top1), "top5": pct(top5)});
         if reference.is_some() {
             j["agreement"] = json!(pct(agree));
-            j["output_sqnr_db"] = json!(if sqnr.is_finite() { json!(sqnr) } else { json!("inf") });
+            j["output_sqnr_db"] = json!(if sqnr.is_finite() {
+                json!(sqnr)
+            } else {
+                json!("inf")
+            });
         }
         println!("{}", serde_json::to_string_pretty(&j)?);
     } else {
         println!("{}: {n} samples, {classes} classes", args.model.display());
         println!("top-1 {:.2}%  top-5 {:.2}%", pct(top1), pct(top5));
         if reference.is_some() {
-            println!("agreement with reference (top-1) {:.2}%  output SQNR {sqnr:.2} dB", pct(agree));
+            println!(
+                "agreement with reference (top-1) {:.2}%  output SQNR {sqnr:.2} dB",
+                pct(agree)
+            );
         }
     }
     Ok(())
