@@ -296,7 +296,11 @@ where
             let step = r.contiguous.map(usize::from);
             let [oa, ob, oc] = r.offsets;
             for (i, o) in o.iter_mut().enumerate() {
-                *o = f(a[oa + i * step[0]], b[ob + i * step[1]], c[oc + i * step[2]]);
+                *o = f(
+                    a[oa + i * step[0]],
+                    b[ob + i * step[1]],
+                    c[oc + i * step[2]],
+                );
             }
         });
     });

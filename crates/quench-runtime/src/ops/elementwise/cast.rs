@@ -119,7 +119,11 @@ fn build_cast(ctx: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
 
 impl Op for Cast {
     fn run(&self, ctx: &RunCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
-        Ok(vec![cast_tensor(required(inputs, 0)?, self.to, ctx.threads)?])
+        Ok(vec![cast_tensor(
+            required(inputs, 0)?,
+            self.to,
+            ctx.threads,
+        )?])
     }
 }
 
@@ -208,7 +212,10 @@ mod tests {
         let n = Node::new("Expand", "n", &["x", "s"], &["y"]);
         let y = run_node(n.clone(), 13, &[Some(&x), Some(&s)]).unwrap();
         assert_eq!(y.shape(), &[3, 2]);
-        assert_eq!(y.as_slice::<f32>().unwrap(), &[1.0, 1.0, 2.0, 2.0, 3.0, 3.0]);
+        assert_eq!(
+            y.as_slice::<f32>().unwrap(),
+            &[1.0, 1.0, 2.0, 2.0, 3.0, 3.0]
+        );
         let s = Tensor::from_vec(vec![1], vec![-2i64]).unwrap();
         assert!(run_node(n, 13, &[Some(&x), Some(&s)]).is_err());
     }

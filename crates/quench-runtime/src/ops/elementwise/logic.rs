@@ -107,12 +107,14 @@ impl Op for Compare {
                     b.dtype()
                 )
             }
-            (da, db) => dispatch_num2!(da, db, T, x, y => compare::<T>(self.kind, sa, x, sb, y, t)?,
+            (da, db) => {
+                dispatch_num2!(da, db, T, x, y => compare::<T>(self.kind, sa, x, sb, y, t)?,
                 _ => return Err(if a.dtype() != b.dtype() {
                     dtype_mismatch(a.dtype(), b.dtype())
                 } else {
                     unsupported_dtype(&self.name, a.dtype())
-                })),
+                }))
+            }
         };
         Ok(vec![Tensor::from_vec(shape, v)?])
     }

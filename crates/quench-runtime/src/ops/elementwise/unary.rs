@@ -104,7 +104,10 @@ fn build(ctx: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
     let n = ctx.node;
     let (kind, name) = match n.op_type.as_str() {
         "Relu" => (Kind::Relu, "Relu"),
-        "LeakyRelu" => (Kind::LeakyRelu(n.attr_float_or("alpha", 0.01)?), "LeakyRelu"),
+        "LeakyRelu" => (
+            Kind::LeakyRelu(n.attr_float_or("alpha", 0.01)?),
+            "LeakyRelu",
+        ),
         "Sigmoid" => (Kind::Sigmoid, "Sigmoid"),
         "Tanh" => (Kind::Tanh, "Tanh"),
         "HardSigmoid" => (
@@ -178,9 +181,11 @@ impl Op for Unary {
             (Kind::Sigmoid, quench_ir::TensorData::F32(v)) => {
                 Tensor::from_vec(shape, unary_map(v, t, sigmoid_f32))?
             }
-            (k, d) => dispatch_float!(d, T, v => Tensor::from_vec(shape, float_kernel::<T>(k, v, t))?,
+            (k, d) => {
+                dispatch_float!(d, T, v => Tensor::from_vec(shape, float_kernel::<T>(k, v, t))?,
                 _ => dispatch_num!(d, T, v => Tensor::from_vec(shape, int_kernel::<T>(k, v, t).ok_or_else(|| unsupported_dtype(self.name, x.dtype()))?)?,
-                    _ => return Err(unsupported_dtype(self.name, x.dtype())))),
+                    _ => return Err(unsupported_dtype(self.name, x.dtype()))))
+            }
         };
         Ok(vec![out])
     }
@@ -257,7 +262,8 @@ fn float_kernel<T: Float>(k: Kind, x: &[T], t: usize) -> Vec<T> {
                 if v > zero {
                     g * v
                 } else {
-                    g * (a * v.exp()).sub(g * a)
+                    let t = a * v.exp();
+                    g * t.sub(a)
                 }
             })
         }

@@ -1,9 +1,9 @@
 //! ArgMax and ArgMin along one axis.
 
 use super::normalize_axis;
+use crate::op::required;
 use crate::ops::elementwise::num::Num;
 use crate::ops::elementwise::{dispatch_num, unsupported_dtype};
-use crate::op::required;
 use crate::{BuildCtx, Op, OpError, Registry, RunCtx, bail_invalid};
 use quench_ir::Tensor;
 

@@ -3,10 +3,10 @@
 
 use super::normalize_axis;
 use super::softmax::sum_lanes;
+use crate::op::{optional, required};
 use crate::ops::elementwise::broadcast::{PAR_THRESHOLD, broadcast_to};
 use crate::ops::elementwise::num::Float;
 use crate::ops::elementwise::unsupported_dtype;
-use crate::op::{optional, required};
 use crate::{BuildCtx, Op, OpError, Registry, RunCtx, bail_invalid};
 use quench_ir::{Elem, Tensor, TensorData};
 use rayon::prelude::*;
@@ -36,9 +36,21 @@ fn build(ctx: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
 /// Scale or bias laid out over the normalised block (broadcast if needed).
 fn per_block<T: Elem>(t: &Tensor, block_shape: &[usize], what: &str) -> Result<Vec<T>, OpError> {
     let v = t.as_slice::<T>().map_err(|_| {
-        OpError::Invalid(format!("input {what} has dtype {}, expected {}", t.dtype(), T::DTYPE))
+        OpError::Invalid(format!(
+            "input {what} has dtype {}, expected {}",
+            t.dtype(),
+            T::DTYPE
+        ))
     })?;
-    broadcast_to(t.shape(), v, block_shape, 1).map_err(|_| {
+    // Leading 1s beyond the block's rank (e.g. a [1, C] bias) carry no data.
+    let full = t.shape();
+    let extra = full.len().saturating_sub(block_shape.len());
+    let shape = if full[..extra].iter().all(|&d| d == 1) {
+        &full[extra..]
+    } else {
+        full
+    };
+    broadcast_to(shape, v, block_shape, 1).map_err(|_| {
         OpError::Invalid(format!(
             "input {what} has shape {:?}, which does not broadcast to {block_shape:?}",
             t.shape()
@@ -156,8 +168,13 @@ mod tests {
         let x = Tensor::from_vec(vec![2, 2, 3], xs.clone()).unwrap();
         let s = Tensor::from_vec(vec![3], vec![1.0f32, 2.0, 0.5]).unwrap();
         let b = Tensor::from_vec(vec![1, 3], vec![0.0f32, 1.0, -1.0]).unwrap();
-        let n = Node::new("LayerNormalization", "n", &["x", "s", "b"], &["y", "m", "i"])
-            .with_attr("axis", Attr::Int(-1));
+        let n = Node::new(
+            "LayerNormalization",
+            "n",
+            &["x", "s", "b"],
+            &["y", "m", "i"],
+        )
+        .with_attr("axis", Attr::Int(-1));
         let out = run_node_all(n, 17, &[Some(&x), Some(&s), Some(&b)]).unwrap();
         assert_eq!(out[1].shape(), &[2, 2, 1]);
         let y = out[0].as_slice::<f32>().unwrap();
@@ -168,7 +185,11 @@ mod tests {
             let inv = 1.0 / (var + 1e-5).sqrt();
             for k in 0..3 {
                 let want = (row[k] - mean) * inv * [1.0, 2.0, 0.5][k] + [0.0, 1.0, -1.0][k];
-                assert!((y[r * 3 + k] as f64 - want).abs() < 1e-4, "{} vs {want}", y[r * 3 + k]);
+                assert!(
+                    (y[r * 3 + k] as f64 - want).abs() < 1e-4,
+                    "{} vs {want}",
+                    y[r * 3 + k]
+                );
             }
         }
     }

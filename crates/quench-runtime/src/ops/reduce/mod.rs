@@ -1,10 +1,10 @@
 //! Reductions (ReduceSum, ReduceMean, ...), ArgMax/ArgMin, Softmax/LogSoftmax
 //! and LayerNormalization: the ops that combine values along axes.
 
+use crate::op::{optional, required};
 use crate::ops::elementwise::broadcast::{BroadcastPlan, binary_map};
 use crate::ops::elementwise::num::Num;
 use crate::ops::elementwise::{dispatch_num, unsupported_dtype};
-use crate::op::{optional, required};
 use crate::{BuildCtx, Op, OpError, Registry, RunCtx, bail_invalid};
 use quench_ir::{Tensor, TensorData};
 
@@ -85,7 +85,11 @@ fn build(ctx: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
     let attr_axes = if axes_as_input {
         None
     } else {
-        Some(n.attr_ints("axes")?.map(<[i64]>::to_vec).unwrap_or_default())
+        Some(
+            n.attr_ints("axes")?
+                .map(<[i64]>::to_vec)
+                .unwrap_or_default(),
+        )
     };
     Ok(Box::new(Reduce {
         kind,
@@ -103,7 +107,11 @@ fn axes_mask(axes: &[i64], rank: usize, noop_if_empty: bool) -> Result<Vec<bool>
     }
     let mut mask = vec![false; rank];
     for &a in axes {
-        mask[normalize_axis(a, rank, "axes")?] = true;
+        let i = normalize_axis(a, rank, "axes")?;
+        // A scalar has no axis to reduce; axis 0 / -1 are accepted as a no-op.
+        if let Some(m) = mask.get_mut(i) {
+            *m = true;
+        }
     }
     Ok(mask)
 }
@@ -168,7 +176,10 @@ fn reduce_typed<T: Num>(
             let n = count as f64;
             f64s(fold(x, shape, mask, 0.0, |a, v| a + v.to_f64()), &|a| a / n)
         }
-        Kind::L1 => f64s(fold(x, shape, mask, 0.0, |a, v| a + v.to_f64().abs()), &|a| a),
+        Kind::L1 => f64s(
+            fold(x, shape, mask, 0.0, |a, v| a + v.to_f64().abs()),
+            &|a| a,
+        ),
         Kind::L2 | Kind::SumSquare => {
             let acc = fold(x, shape, mask, 0.0, |a, v| {
                 let v = v.to_f64();
@@ -209,7 +220,10 @@ impl Op for Reduce {
             Some(a) => a.clone(),
             None => match optional(inputs, 1) {
                 Some(t) => t.to_i64_vec().map_err(|_| {
-                    OpError::Invalid(format!("input 1 (axes) has dtype {}, expected int64", t.dtype()))
+                    OpError::Invalid(format!(
+                        "input 1 (axes) has dtype {}, expected int64",
+                        t.dtype()
+                    ))
                 })?,
                 None => Vec::new(),
             },
@@ -227,12 +241,18 @@ impl Op for Reduce {
             .collect();
         let out = match x.data() {
             TensorData::Bool(v) => match self.kind {
-                Kind::Max => Tensor::from_vec(out_shape, fold(v, shape, &mask, false, |a, b| a | b))?,
-                Kind::Min => Tensor::from_vec(out_shape, fold(v, shape, &mask, true, |a, b| a & b))?,
+                Kind::Max => {
+                    Tensor::from_vec(out_shape, fold(v, shape, &mask, false, |a, b| a | b))?
+                }
+                Kind::Min => {
+                    Tensor::from_vec(out_shape, fold(v, shape, &mask, true, |a, b| a & b))?
+                }
                 _ => return Err(unsupported_dtype(&self.name, x.dtype())),
             },
-            d => dispatch_num!(d, T, v => Tensor::from_vec(out_shape, reduce_typed::<T>(self.kind, v, shape, &mask)?)?,
-                _ => return Err(unsupported_dtype(&self.name, x.dtype()))),
+            d => {
+                dispatch_num!(d, T, v => Tensor::from_vec(out_shape, reduce_typed::<T>(self.kind, v, shape, &mask)?)?,
+                _ => return Err(unsupported_dtype(&self.name, x.dtype())))
+            }
         };
         Ok(vec![out])
     }
@@ -250,7 +270,8 @@ mod tests {
     #[test]
     fn sum_over_middle_axis_with_input_axes() {
         let axes = Tensor::from_vec(vec![1], vec![-2i64]).unwrap();
-        let n = Node::new("ReduceSum", "n", &["x", "a"], &["y"]).with_attr("keepdims", Attr::Int(0));
+        let n =
+            Node::new("ReduceSum", "n", &["x", "a"], &["y"]).with_attr("keepdims", Attr::Int(0));
         let y = run_node(n, 13, &[Some(&x()), Some(&axes)]).unwrap();
         assert_eq!(y.shape(), &[2, 2]);
         assert_eq!(y.as_slice::<f32>().unwrap(), &[6.0, 9.0, 24.0, 27.0]);
@@ -258,7 +279,8 @@ mod tests {
 
     #[test]
     fn mean_and_max_with_attribute_axes() {
-        let n = Node::new("ReduceMean", "n", &["x"], &["y"]).with_attr("axes", Attr::Ints(vec![0, 2]));
+        let n =
+            Node::new("ReduceMean", "n", &["x"], &["y"]).with_attr("axes", Attr::Ints(vec![0, 2]));
         let y = run_node(n, 13, &[Some(&x())]).unwrap();
         assert_eq!(y.shape(), &[1, 3, 1]);
         assert_eq!(y.as_slice::<f32>().unwrap(), &[3.5, 5.5, 7.5]);
@@ -274,7 +296,12 @@ mod tests {
         let n = Node::new("ReduceLogSumExp", "n", &["x", "a"], &["y"]);
         let y = run_node(n, 18, &[Some(&e), Some(&axes)]).unwrap();
         assert_eq!(y.shape(), &[2, 1, 4]);
-        assert!(y.as_slice::<f32>().unwrap().iter().all(|v| *v == f32::NEG_INFINITY));
+        assert!(
+            y.as_slice::<f32>()
+                .unwrap()
+                .iter()
+                .all(|v| *v == f32::NEG_INFINITY)
+        );
         let n = Node::new("ReduceSumSquare", "n", &["x"], &["y"])
             .with_attr("noop_with_empty_axes", Attr::Int(1));
         let y = run_node(n, 18, &[Some(&x())]).unwrap();

@@ -2,11 +2,11 @@
 //! before exponentiating).
 
 use super::normalize_axis;
+use crate::op::required;
 use crate::ops::elementwise::broadcast::PAR_THRESHOLD;
 use crate::ops::elementwise::fastmath::exp_f32;
 use crate::ops::elementwise::num::Float;
 use crate::ops::elementwise::unsupported_dtype;
-use crate::op::required;
 use crate::{BuildCtx, Op, OpError, Registry, RunCtx};
 use quench_ir::{Tensor, TensorData};
 use rayon::prelude::*;
@@ -29,7 +29,9 @@ fn build(ctx: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
     let coerce_2d = ctx.opset < 13;
     Ok(Box::new(Softmax {
         log: ctx.node.op_type == "LogSoftmax",
-        axis: ctx.node.attr_int_or("axis", if coerce_2d { 1 } else { -1 })?,
+        axis: ctx
+            .node
+            .attr_int_or("axis", if coerce_2d { 1 } else { -1 })?,
         coerce_2d,
     }))
 }
@@ -52,7 +54,9 @@ pub(crate) fn sum_lanes<T: Float>(v: &[T]) -> T {
 }
 
 fn row<T: Float>(x: &[T], y: &mut [T], log: bool, exp: impl Fn(T) -> T) {
-    let m = x.iter().fold(T::lowest(), |a, &b| if b > a { b } else { a });
+    let m = x
+        .iter()
+        .fold(T::lowest(), |a, &b| if b > a { b } else { a });
     for (o, &v) in y.iter_mut().zip(x) {
         *o = exp(v.sub(m));
     }
@@ -71,7 +75,14 @@ fn row<T: Float>(x: &[T], y: &mut [T], log: bool, exp: impl Fn(T) -> T) {
 }
 
 /// Softmax over the middle axis of `[outer, n, inner]` with `inner > 1`.
-fn strided<T: Float>(x: &[T], y: &mut [T], n: usize, inner: usize, log: bool, exp: impl Fn(T) -> T) {
+fn strided<T: Float>(
+    x: &[T],
+    y: &mut [T],
+    n: usize,
+    inner: usize,
+    log: bool,
+    exp: impl Fn(T) -> T,
+) {
     let block = n * inner;
     let mut m = vec![T::zero(); inner];
     let mut s = vec![T::zero(); inner];
