@@ -91,8 +91,8 @@ fn read_labels(path: &Path, key: &str) -> Result<Vec<i64>> {
             names.join(", ")
         )
     })?;
-    Ok(t.to_i64_vec()
-        .with_context(|| format!("{}: labels '{key}' must be integers", path.display()))?)
+    t.to_i64_vec()
+        .with_context(|| format!("{}: labels '{key}' must be integers", path.display()))
 }
 
 pub fn run(args: Args) -> Result<()> {
