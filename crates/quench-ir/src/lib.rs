@@ -6,6 +6,7 @@
 
 pub mod dtype;
 pub mod error;
+pub mod fs;
 pub mod graph;
 pub mod shape_inference;
 pub mod tensor;

@@ -4,7 +4,6 @@ use crate::proto::{self, attribute_proto::AttributeType, tensor_shape_proto::dim
 use crate::{OnnxError, tensor_to_proto};
 use prost::Message;
 use quench_ir::{Attr, Dim, Graph, Model, Node, ValueInfo, ValueType};
-use std::io::Write;
 use std::path::Path;
 
 fn some_str(s: &str) -> Option<String> {
@@ -63,31 +62,12 @@ pub fn save_model_with_external_data(
     write_atomic(path, &p.encode_to_vec())
 }
 
-/// Writes bytes to a sibling temp file, syncs it, then renames it into place.
+/// Writes bytes atomically (temp file + rename), naming the path in errors.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OnnxError> {
-    let io = |e| OnnxError::Io {
+    quench_ir::fs::write_atomic(path, bytes).map_err(|e| OnnxError::Io {
         path: path.to_path_buf(),
         source: e,
-    };
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io)
+    })
 }
 
 type TensorSink<'a> =
