@@ -33,6 +33,13 @@ enum Command {
 }
 
 fn main() {
+    // Die quietly when the reader of stdout goes away (`quench compare ... | head`),
+    // as command-line tools do, instead of panicking on the failed write.
+    #[cfg(unix)]
+    // Safety: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(a) => cmd::inspect::run(a),
