@@ -47,6 +47,12 @@ pub fn run(args: Args) -> Result<()> {
         .runtime_inputs()
         .map(|v| v.name.clone())
         .collect();
+    if let Some((n, _)) = feeds.iter().find(|(n, _)| !wanted.contains(n)) {
+        bail!(
+            "'{n}' is not an input of the model (inputs: {})",
+            wanted.join(", ")
+        );
+    }
     let missing: Vec<&str> = wanted
         .iter()
         .filter(|w| !feeds.iter().any(|(n, _)| n == *w))
@@ -56,12 +62,6 @@ pub fn run(args: Args) -> Result<()> {
         bail!(
             "missing model input(s): {} (give them with --input NAME=FILE.npy or --inputs FILE.npz)",
             missing.join(", ")
-        );
-    }
-    if let Some((n, _)) = feeds.iter().find(|(n, _)| !wanted.contains(n)) {
-        bail!(
-            "'{n}' is not an input of the model (inputs: {})",
-            wanted.join(", ")
         );
     }
     for (name, t) in &feeds {
