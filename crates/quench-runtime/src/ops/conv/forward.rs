@@ -5,7 +5,7 @@ use super::with_scratch;
 use crate::op::{optional, required};
 use crate::{BuildCtx, Op, OpError, RunCtx, bail_invalid};
 use quench_ir::Tensor;
-use quench_kernels::conv::{Geom3, depthwise2d, im2col};
+use quench_kernels::conv::{Act, Geom3, depthwise2d, epilogue, im2col};
 use quench_kernels::gemm::sgemm;
 use rayon::prelude::*;
 
@@ -17,9 +17,38 @@ struct Conv {
     weights: Option<(Vec<usize>, Vec<f32>)>,
     /// B when it is a constant.
     bias: Option<Vec<f32>>,
+    /// Fused epilogue (FusedConv only): input 3 added, then this activation.
+    act: Act,
+    residual: bool,
+}
+
+/// The internal FusedConv of [`crate::optimize`]: a Conv plus its epilogue.
+pub(super) fn build_fused(ctx: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
+    let mut op = build_conv(ctx)?;
+    let node = ctx.node;
+    let params = node.attr_floats("activation_params")?.unwrap_or_default();
+    let param = |i: usize| {
+        params
+            .get(i)
+            .copied()
+            .ok_or_else(|| OpError::Invalid(format!("activation_params {params:?} too short")))
+    };
+    op.act = match node.attr_string_or("activation", "")?.as_str() {
+        "" => Act::None,
+        "Relu" => Act::Relu,
+        "Clip" => Act::Clip(param(0)?, param(1)?),
+        "LeakyRelu" => Act::LeakyRelu(param(0)?),
+        other => bail_invalid!("FusedConv activation '{other}' is unknown"),
+    };
+    op.residual = node.input(3).is_some();
+    Ok(Box::new(op))
 }
 
 pub(super) fn build(ctx: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
+    Ok(Box::new(build_conv(ctx)?))
+}
+
+fn build_conv(ctx: &BuildCtx) -> Result<Conv, OpError> {
     let node = ctx.node;
     let group = node.attr_int_or("group", 1)?;
     if group < 1 {
@@ -39,11 +68,13 @@ pub(super) fn build(ctx: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
         group: group as usize,
         weights,
         bias,
+        act: Act::None,
+        residual: false,
     };
     if let Some((shape, _)) = &op.weights {
         check_weight_shape(shape, &op.spatial, op.group)?;
     }
-    Ok(Box::new(op))
+    Ok(op)
 }
 
 /// Checks W = [M, C/group, k...] against the attributes (not yet against X).
@@ -133,7 +164,15 @@ impl Op for Conv {
         {
             bail_invalid!("input 2 (B) has {} values, expected {} (M)", b.len(), s.m);
         }
-        let mut y = vec![0.0f32; quench_ir::tensor::checked_numel(&s.out_shape)?];
+        let numel = quench_ir::tensor::checked_numel(&s.out_shape)?;
+        let residual = if self.residual {
+            let r = required(inputs, 3)?;
+            let rs = f32_input(r, "fused residual")?;
+            Some(residual_to(r.shape(), rs, &s.out_shape)?)
+        } else {
+            None
+        };
+        let mut y = vec![0.0f32; numel];
         let (is, os) = (s.g.in_size(), s.g.out_size());
         if os > 0 && s.m > 0 {
             if s.c * is == 0 {
@@ -141,14 +180,68 @@ impl Op for Conv {
                 for (row, i) in y.chunks_exact_mut(os).zip(0..) {
                     row.fill(bias.map_or(0.0, |b| b[i % s.m]));
                 }
+                epilogue(&mut y, residual.as_deref(), self.act);
             } else {
-                for (xb, yb) in xs.chunks_exact(s.c * is).zip(y.chunks_exact_mut(s.m * os)) {
+                let img = s.m * os;
+                for (i, (xb, yb)) in xs
+                    .chunks_exact(s.c * is)
+                    .zip(y.chunks_exact_mut(img))
+                    .enumerate()
+                {
                     self.run_image(ctx, &s, xb, w, bias, yb);
+                    let r = residual.as_deref().map(|r| &r[i * img..(i + 1) * img]);
+                    epilogue(yb, r, self.act);
                 }
             }
         }
         Ok(vec![Tensor::from_vec(s.out_shape, y)?])
     }
+}
+
+/// The residual of a fused Add as a buffer of the output's shape: borrowed
+/// when the shapes match, else broadcast (numpy rules, towards the output).
+fn residual_to<'a>(
+    shape: &[usize],
+    r: &'a [f32],
+    out: &[usize],
+) -> Result<std::borrow::Cow<'a, [f32]>, OpError> {
+    if shape == out {
+        return Ok(std::borrow::Cow::Borrowed(r));
+    }
+    let fits = shape.len() <= out.len()
+        && shape
+            .iter()
+            .rev()
+            .zip(out.iter().rev())
+            .all(|(&a, &b)| a == b || a == 1);
+    if !fits {
+        return Err(OpError::Unsupported(format!(
+            "fused Add of a {shape:?} operand to a Conv output {out:?} (result shape differs)"
+        )));
+    }
+    // Strides of r over the output's dims; 0 where r broadcasts.
+    let lead = out.len() - shape.len();
+    let mut strides = vec![0usize; out.len()];
+    let mut acc = 1;
+    for i in (0..shape.len()).rev() {
+        strides[lead + i] = if shape[i] == 1 { 0 } else { acc };
+        acc *= shape[i];
+    }
+    let numel: usize = out.iter().product();
+    let mut v = Vec::with_capacity(numel);
+    let mut idx = vec![0usize; out.len()];
+    for _ in 0..numel {
+        let off: usize = idx.iter().zip(&strides).map(|(i, s)| i * s).sum();
+        v.push(r[off]);
+        for d in (0..out.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < out[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    Ok(std::borrow::Cow::Owned(v))
 }
 
 impl Conv {
