@@ -172,15 +172,28 @@ impl Op for Conv {
         } else {
             None
         };
-        let mut y = vec![0.0f32; numel];
         let (is, os) = (s.g.in_size(), s.g.out_size());
+        // The GEMM accumulates onto an output that starts as bias (+ residual):
+        // one write pass instead of zeroing, filling and adding.
+        let depthwise = self.is_depthwise(&s) && s.c * is > 0;
+        let prefilled = !depthwise && (bias.is_some() || residual.is_some());
+        let mut y = if prefilled && os > 0 {
+            let mut y = Vec::with_capacity(numel);
+            for row in 0..numel / os {
+                let b = bias.map_or(0.0, |b| b[row % s.m]);
+                match residual.as_deref() {
+                    Some(r) => y.extend(r[row * os..(row + 1) * os].iter().map(|v| v + b)),
+                    None => y.extend(std::iter::repeat_n(b, os)),
+                }
+            }
+            y
+        } else {
+            vec![0.0f32; numel]
+        };
         if os > 0 && s.m > 0 {
             if s.c * is == 0 {
-                // Nothing to convolve: every output is its channel's bias.
-                for (row, i) in y.chunks_exact_mut(os).zip(0..) {
-                    row.fill(bias.map_or(0.0, |b| b[i % s.m]));
-                }
-                epilogue(&mut y, residual.as_deref(), self.act);
+                // Nothing to convolve: every output is its bias (+ residual).
+                epilogue(&mut y, None, self.act);
             } else {
                 let img = s.m * os;
                 for (i, (xb, yb)) in xs
@@ -188,9 +201,9 @@ impl Op for Conv {
                     .zip(y.chunks_exact_mut(img))
                     .enumerate()
                 {
-                    self.run_image(ctx, &s, xb, w, bias, yb);
-                    let r = residual.as_deref().map(|r| &r[i * img..(i + 1) * img]);
-                    epilogue(yb, r, self.act);
+                    self.run_image(ctx, &s, xb, w, bias, prefilled, yb);
+                    let r = residual.as_deref().filter(|_| !prefilled);
+                    epilogue(yb, r.map(|r| &r[i * img..(i + 1) * img]), self.act);
                 }
             }
         }
@@ -245,7 +258,15 @@ fn residual_to<'a>(
 }
 
 impl Conv {
-    /// One image: `xb` is `C × in`, `yb` is `M × out`.
+    /// True when the direct depthwise kernel computes this convolution.
+    fn is_depthwise(&self, s: &Shapes) -> bool {
+        let g = &s.g;
+        s.c == self.group && s.m == self.group && g.input[0] == 1 && g.kernel[0] == 1
+    }
+
+    /// One image: `xb` is `C × in`, `yb` is `M × out`. When `prefilled`,
+    /// `yb` already holds the bias (the GEMM adds onto it).
+    #[allow(clippy::too_many_arguments)]
     fn run_image(
         &self,
         ctx: &RunCtx,
@@ -253,24 +274,18 @@ impl Conv {
         xb: &[f32],
         w: &[f32],
         bias: Option<&[f32]>,
+        prefilled: bool,
         yb: &mut [f32],
     ) {
         let g = &s.g;
         let (is, os, ks) = (g.in_size(), g.out_size(), g.kernel_size());
         let groups = self.group;
         let (cg, mg) = (s.c / groups, s.m / groups);
-        if cg == 1 && mg == 1 && g.input[0] == 1 && g.kernel[0] == 1 {
+        if self.is_depthwise(s) {
             depthwise2d(g, s.c, xb, w, bias, yb, ctx.threads);
             return;
         }
-        let beta = if let Some(b) = bias {
-            for (row, &bv) in yb.chunks_exact_mut(os).zip(b) {
-                row.fill(bv);
-            }
-            1.0
-        } else {
-            0.0
-        };
+        let beta = if prefilled { 1.0 } else { 0.0 };
         let kg = cg * ks;
         let pointwise = g.is_pointwise();
         let one_group = |grp: usize, yg: &mut [f32], threads: usize, col: &mut [f32]| {
