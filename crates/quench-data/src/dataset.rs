@@ -405,3 +405,79 @@ fn check_sample(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(shape: Vec<Option<usize>>) -> Vec<InputSpec> {
+        vec![InputSpec {
+            name: "input".into(),
+            dtype: Some(DType::F32),
+            shape: Some(shape),
+        }]
+    }
+
+    #[test]
+    fn image_folders_batch_with_preprocessing() {
+        let dir = std::env::temp_dir().join(format!("quench-ds-img-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..3u8 {
+            image::GrayImage::from_pixel(4, 2, image::Luma([i * 100]))
+                .save(dir.join(format!("{i}.png")))
+                .unwrap();
+        }
+        let inputs = spec(vec![None, Some(1), Some(4), Some(4)]);
+        assert!(
+            Dataset::open(&dir, &inputs, None)
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("--preprocess")
+        );
+        let pre = Preprocess::parse("resize=4x4,channels=gray,scale=1/100").unwrap();
+        let ds = Dataset::open(&dir, &inputs, Some(pre)).unwrap();
+        assert_eq!(ds.len(), 3);
+        let b = ds.batch(1, 2).unwrap();
+        assert_eq!(b[0].1.shape(), &[2, 1, 4, 4]);
+        let v = b[0].1.as_slice::<f32>().unwrap();
+        assert!((v[0] - 1.0).abs() < 1e-6 && (v[16] - 2.0).abs() < 1e-6);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn stacked_npz_checks_names_shapes_and_values() {
+        let dir = std::env::temp_dir().join(format!("quench-ds-npz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("d.npz");
+        let mut v = vec![0f32; 3 * 2];
+        v[4] = f32::INFINITY;
+        npz::write_npz(
+            &f,
+            &[("input".into(), Tensor::from_vec(vec![3, 2], v).unwrap())],
+        )
+        .unwrap();
+        let ds = Dataset::open(&f, &spec(vec![None, Some(2)]), None).unwrap();
+        assert_eq!(ds.batch(0, 2).unwrap()[0].1.shape(), &[2, 2]);
+        assert!(ds.batch(2, 1).unwrap_err().to_string().contains("inf"));
+        assert!(
+            Dataset::open(&f, &spec(vec![None, Some(3)]), None)
+                .unwrap()
+                .batch(0, 1)
+                .is_err()
+        );
+        let other = vec![InputSpec {
+            name: "x".into(),
+            dtype: None,
+            shape: None,
+        }];
+        assert!(
+            Dataset::open(&f, &other, None)
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("'x'")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -21,6 +21,7 @@ pub mod int_format;
 pub mod observer;
 pub mod passes;
 pub mod qparams;
+pub mod quantize;
 
 pub use config::{Backend, CalibrationKind, Format, NodeQuant, Override, QuantConfig};
 pub use error::QuantError;

@@ -21,6 +21,8 @@ enum Command {
     Inspect(cmd::inspect::Args),
     /// Run a model on .npy/.npz inputs and write each output as OUTDIR/NAME.npy.
     Run(cmd::run::Args),
+    /// Static post-training quantization: fuse, calibrate, write QDQ or integer-only ONNX.
+    Quantize(cmd::quantize::Args),
     /// Top-1/top-5 accuracy on labelled data (and agreement with a float reference).
     Eval(cmd::eval::Args),
     /// Per-tensor float vs quantized error (SQNR, cosine, max abs), worst first.
@@ -35,6 +37,7 @@ fn main() {
     let result = match cli.command {
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Run(a) => cmd::run::run(a),
+        Command::Quantize(a) => cmd::quantize::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Compare(a) => cmd::compare::run(a),
         Command::Config(c) => cmd::config::run(c),

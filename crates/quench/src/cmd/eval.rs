@@ -91,8 +91,8 @@ fn read_labels(path: &Path, key: &str) -> Result<Vec<i64>> {
             names.join(", ")
         )
     })?;
-    Ok(t.to_i64_vec()
-        .with_context(|| format!("{}: labels '{key}' must be integers", path.display()))?)
+    t.to_i64_vec()
+        .with_context(|| format!("{}: labels '{key}' must be integers", path.display()))
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -122,12 +122,15 @@ pub fn run(args: Args) -> Result<()> {
     let (mut top1, mut top5, mut agree, mut sig, mut noise) = (0usize, 0usize, 0usize, 0f64, 0f64);
     let mut classes = 0;
     let mut start = 0;
+    let mut run_times = Vec::new();
     while start < n {
         let b = args.batch.max(1).min(n - start);
         let batch = data.batch(start, b)?;
+        let t0 = std::time::Instant::now();
         let out = session
             .run(batch.clone())
             .with_context(|| format!("running {}", args.model.display()))?;
+        run_times.push(t0.elapsed().as_secs_f64() * 1e3 / b as f64);
         let (c, scores) = rows(&out[0].1)?;
         classes = c;
         let ref_scores = match &reference {
@@ -152,6 +155,8 @@ pub fn run(args: Args) -> Result<()> {
         start += b;
     }
     let pct = |k: usize| 100.0 * k as f64 / n as f64;
+    run_times.sort_by(f64::total_cmp);
+    let latency = run_times.get(run_times.len() / 2).copied().unwrap_or(0.0);
     let sqnr = if noise > 0.0 {
         10.0 * (sig / noise).log10()
     } else {
@@ -159,7 +164,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     if args.json {
         let mut j = json!({"model": args.model.display().to_string(), "samples": n, "classes": classes,
-            "top1": pct(top1), "top5": pct(top5)});
+            "top1": pct(top1), "top5": pct(top5), "ms_per_sample_median": latency, "batch": args.batch});
         if reference.is_some() {
             j["agreement"] = json!(pct(agree));
             j["output_sqnr_db"] = json!(if sqnr.is_finite() {
@@ -171,7 +176,12 @@ pub fn run(args: Args) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&j)?);
     } else {
         println!("{}: {n} samples, {classes} classes", args.model.display());
-        println!("top-1 {:.2}%  top-5 {:.2}%", pct(top1), pct(top5));
+        println!(
+            "top-1 {:.2}%  top-5 {:.2}%  ({latency:.3} ms per sample, median over runs of {})",
+            pct(top1),
+            pct(top5),
+            args.batch
+        );
         if reference.is_some() {
             println!(
                 "agreement with reference (top-1) {:.2}%  output SQNR {sqnr:.2} dB",

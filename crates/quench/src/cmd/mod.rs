@@ -2,6 +2,7 @@ pub mod compare;
 pub mod config;
 pub mod eval;
 pub mod inspect;
+pub mod quantize;
 pub mod run;
 
 use anyhow::{Context, Result};

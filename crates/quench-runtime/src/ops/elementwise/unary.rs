@@ -262,7 +262,8 @@ fn float_kernel<T: Float>(k: Kind, x: &[T], t: usize) -> Vec<T> {
                 if v > zero {
                     g * v
                 } else {
-                    g * (a * v.exp()).sub(g * a)
+                    let t = a * v.exp();
+                    g * t.sub(a)
                 }
             })
         }

@@ -42,7 +42,15 @@ fn per_block<T: Elem>(t: &Tensor, block_shape: &[usize], what: &str) -> Result<V
             T::DTYPE
         ))
     })?;
-    broadcast_to(t.shape(), v, block_shape, 1).map_err(|_| {
+    // Leading 1s beyond the block's rank (e.g. a [1, C] bias) carry no data.
+    let full = t.shape();
+    let extra = full.len().saturating_sub(block_shape.len());
+    let shape = if full[..extra].iter().all(|&d| d == 1) {
+        &full[extra..]
+    } else {
+        full
+    };
+    broadcast_to(shape, v, block_shape, 1).map_err(|_| {
         OpError::Invalid(format!(
             "input {what} has shape {:?}, which does not broadcast to {block_shape:?}",
             t.shape()

@@ -107,7 +107,11 @@ fn axes_mask(axes: &[i64], rank: usize, noop_if_empty: bool) -> Result<Vec<bool>
     }
     let mut mask = vec![false; rank];
     for &a in axes {
-        mask[normalize_axis(a, rank, "axes")?] = true;
+        let i = normalize_axis(a, rank, "axes")?;
+        // A scalar has no axis to reduce; axis 0 / -1 are accepted as a no-op.
+        if let Some(m) = mask.get_mut(i) {
+            *m = true;
+        }
     }
     Ok(mask)
 }

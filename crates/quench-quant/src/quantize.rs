@@ -1,0 +1,63 @@
+//! Static post-training quantization end to end: prepare (fold, fuse, place),
+//! calibrate on sample batches, convert to QDQ, optionally to integer-only ops.
+
+use crate::calibrate::{Batch, Calibration, calibrate};
+use crate::passes::{ConvertReport, PrepareReport, QuantPlan, convert_qdq, prepare};
+use crate::{Format, IntReport, QuantConfig, QuantError, to_int};
+use quench_ir::Model;
+use quench_runtime::Session;
+
+/// The quantized model and what every stage did.
+pub struct Quantized {
+    pub model: Model,
+    pub prepare: PrepareReport,
+    pub plan: QuantPlan,
+    pub calibration: Calibration,
+    pub convert: ConvertReport,
+    pub int: Option<IntReport>,
+}
+
+/// Quantizes `model` with `cfg`, calibrating on `batches` (at most `cfg.samples`
+/// samples are drawn by the caller). `threads` is the calibration run's thread count.
+pub fn quantize_static(
+    model: &Model,
+    cfg: &QuantConfig,
+    batches: impl Iterator<Item = Result<Batch, QuantError>>,
+    threads: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Quantized, QuantError> {
+    let names: std::collections::HashSet<&str> =
+        model.graph.nodes.iter().map(|n| n.name.as_str()).collect();
+    cfg.check_node_names(|n| names.contains(n))?;
+    let prepared = prepare(model, cfg)?;
+    let session = Session::new(&prepared.model, threads)
+        .map_err(|e| QuantError::Config(format!("cannot run the prepared float model: {e}")))?;
+    let targets: Vec<_> = prepared
+        .plan
+        .calibrated()
+        .map(|a| (a.tensor.clone(), a.config))
+        .collect();
+    let calibration = calibrate(
+        &session,
+        &targets,
+        &cfg.calibration_method(),
+        batches,
+        progress,
+    )?;
+    let (qdq, convert) = convert_qdq(&prepared.model, &prepared.plan, &calibration.qparams)?;
+    let (model, int) = match cfg.format {
+        Format::Qdq => (qdq, None),
+        Format::Int => {
+            let (m, r) = to_int(&qdq)?;
+            (m, Some(r))
+        }
+    };
+    Ok(Quantized {
+        model,
+        prepare: prepared.report,
+        plan: prepared.plan,
+        calibration,
+        convert,
+        int,
+    })
+}

@@ -1,0 +1,209 @@
+//! `quench quantize`: static post-training quantization of an ONNX model.
+
+use anyhow::{Context, Result, bail};
+use quench_data::{Dataset, Preprocess};
+use quench_quant::{Backend, CalibrationKind, Format, QuantConfig, QuantError};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The float ONNX model.
+    model: PathBuf,
+    /// Where to write the quantized model (never the input).
+    #[arg(short = 'o', long = "output")]
+    out: PathBuf,
+    /// Calibration data: an .npz named after the model inputs (first axis = samples),
+    /// a folder of .npy/.npz samples, or an image folder (with --preprocess).
+    #[arg(long)]
+    calib: PathBuf,
+    /// TOML config (`quench config init` prints a template); flags below override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// x86 (u8/s8), symmetric (s8/s8) or npu (s8, power-of-two scales).
+    #[arg(long)]
+    backend: Option<String>,
+    /// minmax, entropy, percentile or mse.
+    #[arg(long)]
+    calibrator: Option<String>,
+    /// One weight scale per tensor instead of per output channel.
+    #[arg(long)]
+    per_tensor: bool,
+    /// Node names to keep float (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    exclude: Vec<String>,
+    /// qdq (QuantizeLinear/DequantizeLinear) or int (integer-only operators).
+    #[arg(long)]
+    format: Option<String>,
+    /// Calibration samples to use.
+    #[arg(long)]
+    samples: Option<usize>,
+    /// Samples per calibration run.
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Image preprocessing, e.g. `resize=224x224,channels=rgb,scale=1/255,mean=0.485/0.456/0.406,std=0.229/0.224/0.225`.
+    #[arg(long)]
+    preprocess: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+fn config(args: &Args) -> Result<QuantConfig> {
+    let mut cfg = match &args.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read {}", p.display()))?;
+            QuantConfig::from_toml(&text).with_context(|| format!("{}", p.display()))?
+        }
+        None => QuantConfig::default(),
+    };
+    if let Some(b) = &args.backend {
+        cfg.backend = Backend::parse(b)?;
+    }
+    if let Some(c) = &args.calibrator {
+        cfg.calibrator = CalibrationKind::parse(c)?;
+    }
+    if args.per_tensor {
+        cfg.per_channel = false;
+    }
+    cfg.skip
+        .extend(args.exclude.iter().filter(|s| !s.is_empty()).cloned());
+    if let Some(f) = &args.format {
+        cfg.format = match f.as_str() {
+            "qdq" => Format::Qdq,
+            "int" => Format::Int,
+            o => bail!("--format '{o}': expected qdq or int"),
+        };
+    }
+    if let Some(n) = args.samples {
+        cfg.samples = n;
+    }
+    if let Some(b) = args.batch {
+        cfg.batch_size = b;
+    }
+    if cfg.samples == 0 || cfg.batch_size == 0 {
+        bail!("samples and batch size must be at least 1");
+    }
+    Ok(cfg)
+}
+
+fn same_path(a: &Path, b: &Path) -> bool {
+    let canon = |p: &Path| {
+        p.canonicalize().ok().or_else(|| {
+            let parent = p
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            Some(parent.canonicalize().ok()?.join(p.file_name()?))
+        })
+    };
+    matches!((canon(a), canon(b)), (Some(x), Some(y)) if x == y)
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.2} MB", bytes as f64 / 1e6)
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if same_path(&args.model, &args.out) {
+        bail!(
+            "-o {} is the input model: refusing to overwrite it",
+            args.out.display()
+        );
+    }
+    let start = Instant::now();
+    let cfg = config(&args)?;
+    let model = super::load_model(&args.model)?;
+    let preprocess = args
+        .preprocess
+        .as_deref()
+        .map(Preprocess::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let data = Dataset::open(&args.calib, &super::eval::input_specs(&model), preprocess)?;
+    let n = cfg.samples.min(data.len());
+    let batches = n.div_ceil(cfg.batch_size);
+    let bar = indicatif::ProgressBar::new(batches as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "calibrating {bar:30} {pos}/{len} batches ({elapsed})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let feed = (0..batches).map(|b| {
+        let first = b * cfg.batch_size;
+        data.batch(first, cfg.batch_size.min(n - first))
+            .map_err(|e| QuantError::Config(e.to_string()))
+    });
+    let calib_start = Instant::now();
+    let q = quench_quant::quantize::quantize_static(&model, &cfg, feed, args.threads, &mut |i| {
+        bar.set_position(i as u64)
+    })
+    .with_context(|| format!("quantizing {}", args.model.display()))?;
+    bar.finish_and_clear();
+    let calib_time = calib_start.elapsed();
+    quench_onnx::save_model(&q.model, &args.out)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+
+    let size_in = std::fs::metadata(&args.model).map(|m| m.len()).unwrap_or(0);
+    let size_out = std::fs::metadata(&args.out).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "quantized {} -> {} ({:?}, backend {:?}, calibrator {:?}, {n} samples in {} batches)",
+        args.model.display(),
+        args.out.display(),
+        cfg.format,
+        cfg.backend,
+        cfg.calibrator,
+        q.calibration.batches
+    );
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    for f in &q.prepare.fusions {
+        *kinds.entry(f.kind.as_str()).or_default() += 1;
+    }
+    let fused: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} ×{n}")).collect();
+    println!(
+        "fusions: {} ({}); BatchNormalization folded: {}; Constant nodes made initializers: {}",
+        q.prepare.fusions.len(),
+        if fused.is_empty() {
+            "none".into()
+        } else {
+            fused.join(", ")
+        },
+        q.prepare.folded_bn.len(),
+        q.prepare.constants
+    );
+    println!(
+        "nodes: {} quantized, {} kept float",
+        q.plan.quantized_nodes.len(),
+        q.plan.kept_float.len()
+    );
+    let mut reasons: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (node, why) in &q.plan.kept_float {
+        reasons.entry(why.as_str()).or_default().push(node.as_str());
+    }
+    for (why, nodes) in &reasons {
+        let shown: Vec<&str> = nodes.iter().take(4).copied().collect();
+        let more = if nodes.len() > 4 {
+            format!(", … ({} in all)", nodes.len())
+        } else {
+            String::new()
+        };
+        println!("  float: {}{more} — {why}", shown.join(", "));
+    }
+    if let Some(r) = &q.int {
+        println!("integer-only conversion:\n{r}");
+    }
+    println!(
+        "weights: {} -> {} quantized; file: {} -> {}",
+        mb(q.convert.bytes_before as u64),
+        mb(q.convert.bytes_after as u64),
+        mb(size_in),
+        mb(size_out)
+    );
+    println!(
+        "time: calibration {:.2} s, total {:.2} s",
+        calib_time.as_secs_f64(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
