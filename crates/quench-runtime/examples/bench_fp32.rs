@@ -4,102 +4,15 @@
 //! first output is written the same way. Prints every run's time
 //! (`times_ms ...`), its CPU time (`cpu_times_ms ...`) and the wall-time median (`median_ms X`), and with
 //! `--profile` the median time per op type. Driven by scripts/bench_fp32.py.
-//!
-//! Ops the standard registry lacks (elementwise, Gemm, Flatten may land in
-//! other branches) get simple stand-ins here so the CNN benchmarks run.
 
 use quench_ir::{Dim, Tensor};
-use quench_runtime::op::{optional, required};
-use quench_runtime::{BuildCtx, Op, OpError, Registry, RunCtx, RunHooks, Session};
+use quench_runtime::{RunHooks, Session};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-#[derive(Debug)]
-enum Simple {
-    Relu,
-    Add,
-    Clip,
-    Flatten,
-    Gemm,
-}
-
-impl Op for Simple {
-    fn run(&self, _ctx: &RunCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
-        let x = required(inputs, 0)?;
-        let xs = x.as_slice::<f32>()?;
-        let shape = x.shape().to_vec();
-        let y: Tensor = match self {
-            Simple::Relu => Tensor::from_vec(shape, xs.iter().map(|v| v.max(0.0)).collect())?,
-            Simple::Add => {
-                let b = required(inputs, 1)?.as_slice::<f32>()?;
-                if b.len() != xs.len() {
-                    return Err(OpError::Unsupported("broadcasting Add".into()));
-                }
-                Tensor::from_vec(shape, xs.iter().zip(b).map(|(a, b)| a + b).collect())?
-            }
-            Simple::Clip => {
-                let lo = optional(inputs, 1)
-                    .map_or(Ok(f32::MIN), |t| t.as_slice::<f32>().map(|v| v[0]))?;
-                let hi = optional(inputs, 2)
-                    .map_or(Ok(f32::MAX), |t| t.as_slice::<f32>().map(|v| v[0]))?;
-                Tensor::from_vec(shape, xs.iter().map(|v| v.max(lo).min(hi)).collect())?
-            }
-            Simple::Flatten => {
-                let n = shape[0];
-                Tensor::from_vec(vec![n, xs.len() / n.max(1)], xs.to_vec())?
-            }
-            Simple::Gemm => {
-                // x [M, K] · wᵀ (w [N, K]) + b, as exported Linear layers are.
-                let w = required(inputs, 1)?;
-                let (m, k, n) = (shape[0], shape[1], w.shape()[0]);
-                let mut y = vec![0.0f32; m * n];
-                if let Some(b) = optional(inputs, 2) {
-                    let b = b.as_slice::<f32>()?;
-                    y.chunks_exact_mut(n).for_each(|r| r.copy_from_slice(b));
-                }
-                quench_kernels::gemm::sgemm_strided(
-                    m,
-                    n,
-                    k,
-                    xs,
-                    k as isize,
-                    1,
-                    w.as_slice::<f32>()?,
-                    1,
-                    k as isize,
-                    &mut y,
-                    1.0,
-                    1,
-                );
-                Tensor::from_vec(vec![m, n], y)?
-            }
-        };
-        Ok(vec![y])
-    }
-}
-
-type BuildFn = fn(&BuildCtx) -> Result<Box<dyn Op>, OpError>;
-
-fn registry() -> Registry {
-    let mut r = Registry::standard();
-    let stand_ins: [(&str, BuildFn); 5] = [
-        ("Relu", |_| Ok(Box::new(Simple::Relu))),
-        ("Add", |_| Ok(Box::new(Simple::Add))),
-        ("Clip", |_| Ok(Box::new(Simple::Clip))),
-        ("Flatten", |_| Ok(Box::new(Simple::Flatten))),
-        ("Gemm", |_| Ok(Box::new(Simple::Gemm))),
-    ];
-    for (name, build) in stand_ins {
-        if !r.supports("", name) {
-            r.register("", name, build);
-        }
-    }
-    r
-}
-
-/// Op type, and for Conv its kernel, stride and whether it is depthwise.
+/// Op type, and for Conv (fused or not) its kernel, stride and whether it is depthwise.
 fn profile_key(n: &quench_ir::Node) -> String {
-    if n.op_type != "Conv" {
+    if n.op_type != "Conv" && n.op_type != "FusedConv" {
         return n.op_type.clone();
     }
     let k = n
@@ -145,7 +58,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let profile = args.iter().any(|a| a == "--profile");
     let model = quench_onnx::load_model(&args[1])?;
     let runs: usize = args[4].parse()?;
-    let session = Session::with_registry(&model, &registry(), 1)?;
+    let session = Session::new(&model, 1)?;
     let info = session
         .plan()
         .input_infos()

@@ -5,10 +5,11 @@
 pub mod error;
 pub mod op;
 pub mod ops;
+pub mod optimize;
 pub mod plan;
 pub mod registry;
 
 pub use error::{OpError, RuntimeError};
 pub use op::{BuildCtx, Op, RunCtx};
-pub use plan::{Plan, RunHooks, Session};
+pub use plan::{Plan, PlanOptions, RunHooks, Session};
 pub use registry::Registry;

@@ -47,6 +47,26 @@ pub struct Plan {
     outputs: Vec<(usize, String)>,
     steps: Vec<Step>,
     n_slots: usize,
+    /// When this plan fuses nodes: the plan without fusion, for runs that
+    /// observe every intermediate value (fused-away values never exist).
+    unfused: Option<Box<Plan>>,
+}
+
+/// How a plan is built.
+#[derive(Clone, Copy, Debug)]
+pub struct PlanOptions {
+    /// Apply the fusion pass of [`crate::optimize`]. On by default; the
+    /// environment variable `QUENCH_NO_FUSE` turns the default off (to run
+    /// a test suite both ways).
+    pub fuse: bool,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            fuse: std::env::var_os("QUENCH_NO_FUSE").is_none(),
+        }
+    }
 }
 
 fn opset_map(model: &Model) -> HashMap<String, i64> {
@@ -62,8 +82,41 @@ fn opset_map(model: &Model) -> HashMap<String, i64> {
 impl Plan {
     /// Plans the main graph of `model`.
     pub fn new(model: &Model, registry: &Registry) -> Result<Plan, RuntimeError> {
+        Plan::with_options(model, registry, PlanOptions::default())
+    }
+
+    /// Plans the main graph of `model` as `options` say.
+    pub fn with_options(
+        model: &Model,
+        registry: &Registry,
+        options: PlanOptions,
+    ) -> Result<Plan, RuntimeError> {
         let opsets = opset_map(model);
-        Plan::compile(&model.graph, registry, &opsets, &[])
+        let plain = Plan::compile(&model.graph, registry, &opsets, &[])?;
+        let can_fuse = registry
+            .get(crate::optimize::DOMAIN, crate::optimize::FUSED_CONV)
+            .is_some();
+        if !options.fuse || !can_fuse {
+            return Ok(plain);
+        }
+        let opset = opsets.get("").copied().unwrap_or(21);
+        let Some(nodes) = crate::optimize::fuse_conv_chains(&model.graph, opset) else {
+            return Ok(plain);
+        };
+        let g = &model.graph;
+        let fused_graph = Graph {
+            name: g.name.clone(),
+            doc_string: g.doc_string.clone(),
+            inputs: g.inputs.clone(),
+            outputs: g.outputs.clone(),
+            initializers: g.initializers.clone(),
+            value_info: g.value_info.clone(),
+            nodes,
+            sparse_initializers: g.sparse_initializers.clone(),
+        };
+        let mut fused = Plan::compile(&fused_graph, registry, &opsets, &[])?;
+        fused.unfused = Some(Box::new(plain));
+        Ok(fused)
     }
 
     fn compile(
@@ -206,6 +259,7 @@ impl Plan {
             outputs,
             steps,
             n_slots,
+            unfused: None,
         })
     }
 
@@ -225,6 +279,11 @@ impl Plan {
         inputs: Vec<(String, Tensor)>,
         hooks: &mut RunHooks,
     ) -> Result<Vec<(String, Tensor)>, RuntimeError> {
+        if let Some(plain) = &self.unfused
+            && (hooks.on_value.is_some() || hooks.keep_all)
+        {
+            return plain.run(ctx, inputs, hooks);
+        }
         let mut values: Vec<Option<Arc<Tensor>>> = vec![None; self.n_slots];
         for (name, t) in inputs {
             let Some((slot, vi)) = self.inputs.iter().find(|(_, vi)| vi.name == name) else {

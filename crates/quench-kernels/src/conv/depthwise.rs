@@ -100,6 +100,8 @@ fn plane_padded<const K: usize, const KK: usize>(
         let dst = &mut scratch[(r + ph) * wp..(r + ph + 1) * wp];
         if sw == 1 || !phased {
             dst[pw..pw + iw].copy_from_slice(row);
+        } else if sw == 2 {
+            split_phases2(row, pw, phase_start[1], dst);
         } else {
             for (r, &start) in phase_start.iter().take(sw).enumerate() {
                 // Input columns i with (i + pw) % sw == r, in order.
@@ -134,6 +136,35 @@ fn plane_padded<const K: usize, const KK: usize>(
             *tap = &row[start..start + ow];
         }
         padded_row::<KK>(yrow, &taps, &wk, bias);
+    }
+}
+
+/// Stride-2 phase split of one input row into a padded row `dst` whose
+/// even padded columns start at 0 and odd ones at `odd_at`. Written as
+/// pairs so it vectorises (the general `step_by` form does not).
+#[inline(always)]
+fn split_phases2(row: &[f32], pw: usize, odd_at: usize, dst: &mut [f32]) {
+    let (even, odd) = dst.split_at_mut(odd_at);
+    // Padded column q = i + pw goes to phase q % 2 at position q / 2.
+    let i0 = (pw % 2).min(row.len());
+    if i0 == 1 {
+        odd[pw / 2] = row[0];
+    }
+    let body = &row[i0..];
+    let base = (i0 + pw) / 2;
+    let pairs = body.chunks_exact(2);
+    let last = pairs.remainder();
+    let n = body.len() / 2;
+    for ((e, o), p) in even[base..base + n]
+        .iter_mut()
+        .zip(&mut odd[base..base + n])
+        .zip(pairs)
+    {
+        *e = p[0];
+        *o = p[1];
+    }
+    if let [v] = last {
+        even[base + n] = *v;
     }
 }
 
@@ -369,5 +400,7 @@ mod tests {
         check(3, 2, [3, 3], [1, 1], [1, 1], [2, 2]);
         check(1, 1, [1, 1], [1, 1], [1, 1], [0, 0]);
         check(6, 20, [1, 7], [1, 3], [1, 1], [0, 3]);
+        check(9, 10, [3, 3], [2, 2], [1, 1], [0, 0]);
+        check(9, 2, [3, 3], [2, 2], [1, 1], [0, 3]);
     }
 }

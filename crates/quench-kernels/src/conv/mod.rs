@@ -3,10 +3,12 @@
 //! of 1) so that one code path serves Conv1d, Conv2d and Conv3d.
 
 mod depthwise;
+mod epilogue;
 mod im2col;
 pub(crate) mod isa;
 
 pub use depthwise::depthwise2d;
+pub use epilogue::{Act, epilogue};
 pub use im2col::{col2im, im2col};
 
 /// Spatial geometry of one convolution, lifted to (depth, height, width).

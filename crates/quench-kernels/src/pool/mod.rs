@@ -135,8 +135,10 @@ pub fn max_pool<T: Copy + PartialOrd + Send + Sync>(
     });
 }
 
-/// 2-D max pooling of one plane as running maxima of whole rows: each
-/// kernel tap is one pass over an output row, which vectorises.
+/// 2-D max pooling of one plane: per output row, the running maximum of
+/// its window's input rows (one contiguous pass each, which vectorises),
+/// then the horizontal taps over that row. Maxima are taken by select,
+/// not branch: on real data the comparison is unpredictable.
 fn max_pool2d_rows<T: Copy + PartialOrd>(g: &Geom3, x: &[T], y: &mut [T], lowest: T) {
     let [_, ih, iw] = g.input;
     let [_, oh, ow] = g.output;
@@ -144,28 +146,43 @@ fn max_pool2d_rows<T: Copy + PartialOrd>(g: &Geom3, x: &[T], y: &mut [T], lowest
     let [_, sh, sw] = g.strides;
     let [_, dh, dw] = g.dilations;
     let [_, ph, pw] = g.pads;
-    y.fill(lowest);
+    #[inline(always)]
+    fn max<T: PartialOrd>(a: T, b: T) -> T {
+        if b > a { b } else { a }
+    }
+    let mut acc = vec![lowest; iw];
     for (oy, yrow) in y.chunks_exact_mut(ow).enumerate().take(oh) {
+        yrow.fill(lowest);
+        acc.fill(lowest);
+        let mut any = false;
         for b in 0..kh {
             let py = (oy * sh + b * dh) as isize - ph as isize;
             if py < 0 || py >= ih as isize {
                 continue;
             }
+            any = true;
             let xrow = &x[py as usize * iw..][..iw];
-            for e in 0..kw {
-                let off = (e * dw) as isize - pw as isize;
-                let (lo, hi) = crate::conv::valid_range(off, sw, iw, ow);
-                if lo >= hi {
-                    continue;
+            for (a, &v) in acc.iter_mut().zip(xrow) {
+                *a = max(*a, v);
+            }
+        }
+        if !any {
+            continue;
+        }
+        for e in 0..kw {
+            let off = (e * dw) as isize - pw as isize;
+            let (lo, hi) = crate::conv::valid_range(off, sw, iw, ow);
+            if lo >= hi {
+                continue;
+            }
+            let start = ((lo * sw) as isize + off) as usize;
+            if sw == 1 {
+                for (o, &v) in yrow[lo..hi].iter_mut().zip(&acc[start..]) {
+                    *o = max(*o, v);
                 }
-                let start = ((lo * sw) as isize + off) as usize;
-                for (o, &v) in yrow[lo..hi]
-                    .iter_mut()
-                    .zip(xrow[start..].iter().step_by(sw))
-                {
-                    if v > *o {
-                        *o = v;
-                    }
+            } else {
+                for (o, &v) in yrow[lo..hi].iter_mut().zip(acc[start..].iter().step_by(sw)) {
+                    *o = max(*o, v);
                 }
             }
         }

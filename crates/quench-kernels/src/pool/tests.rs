@@ -92,3 +92,23 @@ fn row_max_pool_matches_window_max_pool() {
         assert_eq!(fast, slow, "{g:?}");
     }
 }
+
+#[test]
+fn max_pool_row_path_matches_general_path() {
+    // Without indices 2-D pooling takes the row path; with them, the general one.
+    for (k, s, d, p) in [(3, 2, 1, 1), (2, 1, 1, 0), (3, 3, 2, 2), (5, 2, 1, 2)] {
+        let (ih, iw) = (9, 11);
+        let out = |n: usize| (n + 2 * p - d * (k - 1) - 1) / s + 1;
+        let (oh, ow) = (out(ih), out(iw));
+        let g = Geom3::lift(&[ih, iw], &[k, k], &[oh, ow], &[s, s], &[d, d], &[p, p]).unwrap();
+        let x: Vec<f32> = (0..2 * ih * iw)
+            .map(|i| ((i * 37) % 23) as f32 - 11.0)
+            .collect();
+        let mut fast = vec![0.0; 2 * oh * ow];
+        let mut slow = vec![0.0; 2 * oh * ow];
+        let mut idx = vec![0i64; 2 * oh * ow];
+        max_pool(&g, 2, &x, &mut fast, None, false, f32::MIN, 1);
+        max_pool(&g, 2, &x, &mut slow, Some(&mut idx), false, f32::MIN, 1);
+        assert_eq!(fast, slow, "k{k} s{s} d{d} p{p}");
+    }
+}

@@ -5,7 +5,7 @@ use super::with_scratch;
 use crate::op::{optional, required};
 use crate::{BuildCtx, Op, OpError, RunCtx, bail_invalid};
 use quench_ir::Tensor;
-use quench_kernels::conv::{Geom3, depthwise2d, im2col};
+use quench_kernels::conv::{Act, Geom3, depthwise2d, epilogue, im2col};
 use quench_kernels::gemm::sgemm;
 use rayon::prelude::*;
 
@@ -17,9 +17,38 @@ struct Conv {
     weights: Option<(Vec<usize>, Vec<f32>)>,
     /// B when it is a constant.
     bias: Option<Vec<f32>>,
+    /// Fused epilogue (FusedConv only): input 3 added, then this activation.
+    act: Act,
+    residual: bool,
+}
+
+/// The internal FusedConv of [`crate::optimize`]: a Conv plus its epilogue.
+pub(super) fn build_fused(ctx: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
+    let mut op = build_conv(ctx)?;
+    let node = ctx.node;
+    let params = node.attr_floats("activation_params")?.unwrap_or_default();
+    let param = |i: usize| {
+        params
+            .get(i)
+            .copied()
+            .ok_or_else(|| OpError::Invalid(format!("activation_params {params:?} too short")))
+    };
+    op.act = match node.attr_string_or("activation", "")?.as_str() {
+        "" => Act::None,
+        "Relu" => Act::Relu,
+        "Clip" => Act::Clip(param(0)?, param(1)?),
+        "LeakyRelu" => Act::LeakyRelu(param(0)?),
+        other => bail_invalid!("FusedConv activation '{other}' is unknown"),
+    };
+    op.residual = node.input(3).is_some();
+    Ok(Box::new(op))
 }
 
 pub(super) fn build(ctx: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
+    Ok(Box::new(build_conv(ctx)?))
+}
+
+fn build_conv(ctx: &BuildCtx) -> Result<Conv, OpError> {
     let node = ctx.node;
     let group = node.attr_int_or("group", 1)?;
     if group < 1 {
@@ -39,11 +68,13 @@ pub(super) fn build(ctx: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
         group: group as usize,
         weights,
         bias,
+        act: Act::None,
+        residual: false,
     };
     if let Some((shape, _)) = &op.weights {
         check_weight_shape(shape, &op.spatial, op.group)?;
     }
-    Ok(Box::new(op))
+    Ok(op)
 }
 
 /// Checks W = [M, C/group, k...] against the attributes (not yet against X).
@@ -133,17 +164,46 @@ impl Op for Conv {
         {
             bail_invalid!("input 2 (B) has {} values, expected {} (M)", b.len(), s.m);
         }
-        let mut y = vec![0.0f32; quench_ir::tensor::checked_numel(&s.out_shape)?];
+        let numel = quench_ir::tensor::checked_numel(&s.out_shape)?;
+        let residual = if self.residual {
+            let r = required(inputs, 3)?;
+            let rs = f32_input(r, "fused residual")?;
+            Some(residual_to(r.shape(), rs, &s.out_shape)?)
+        } else {
+            None
+        };
         let (is, os) = (s.g.in_size(), s.g.out_size());
+        // The GEMM accumulates onto an output that starts as bias (+ residual):
+        // one write pass instead of zeroing, filling and adding.
+        let depthwise = self.is_depthwise(&s) && s.c * is > 0;
+        let prefilled = !depthwise && (bias.is_some() || residual.is_some());
+        let mut y = if prefilled && os > 0 {
+            let mut y = Vec::with_capacity(numel);
+            for row in 0..numel / os {
+                let b = bias.map_or(0.0, |b| b[row % s.m]);
+                match residual.as_deref() {
+                    Some(r) => y.extend(r[row * os..(row + 1) * os].iter().map(|v| v + b)),
+                    None => y.extend(std::iter::repeat_n(b, os)),
+                }
+            }
+            y
+        } else {
+            vec![0.0f32; numel]
+        };
         if os > 0 && s.m > 0 {
             if s.c * is == 0 {
-                // Nothing to convolve: every output is its channel's bias.
-                for (row, i) in y.chunks_exact_mut(os).zip(0..) {
-                    row.fill(bias.map_or(0.0, |b| b[i % s.m]));
-                }
+                // Nothing to convolve: every output is its bias (+ residual).
+                epilogue(&mut y, None, self.act);
             } else {
-                for (xb, yb) in xs.chunks_exact(s.c * is).zip(y.chunks_exact_mut(s.m * os)) {
-                    self.run_image(ctx, &s, xb, w, bias, yb);
+                let img = s.m * os;
+                for (i, (xb, yb)) in xs
+                    .chunks_exact(s.c * is)
+                    .zip(y.chunks_exact_mut(img))
+                    .enumerate()
+                {
+                    self.run_image(ctx, &s, xb, w, bias, prefilled, yb);
+                    let r = residual.as_deref().filter(|_| !prefilled);
+                    epilogue(yb, r.map(|r| &r[i * img..(i + 1) * img]), self.act);
                 }
             }
         }
@@ -151,8 +211,62 @@ impl Op for Conv {
     }
 }
 
+/// The residual of a fused Add as a buffer of the output's shape: borrowed
+/// when the shapes match, else broadcast (numpy rules, towards the output).
+fn residual_to<'a>(
+    shape: &[usize],
+    r: &'a [f32],
+    out: &[usize],
+) -> Result<std::borrow::Cow<'a, [f32]>, OpError> {
+    if shape == out {
+        return Ok(std::borrow::Cow::Borrowed(r));
+    }
+    let fits = shape.len() <= out.len()
+        && shape
+            .iter()
+            .rev()
+            .zip(out.iter().rev())
+            .all(|(&a, &b)| a == b || a == 1);
+    if !fits {
+        return Err(OpError::Unsupported(format!(
+            "fused Add of a {shape:?} operand to a Conv output {out:?} (result shape differs)"
+        )));
+    }
+    // Strides of r over the output's dims; 0 where r broadcasts.
+    let lead = out.len() - shape.len();
+    let mut strides = vec![0usize; out.len()];
+    let mut acc = 1;
+    for i in (0..shape.len()).rev() {
+        strides[lead + i] = if shape[i] == 1 { 0 } else { acc };
+        acc *= shape[i];
+    }
+    let numel: usize = out.iter().product();
+    let mut v = Vec::with_capacity(numel);
+    let mut idx = vec![0usize; out.len()];
+    for _ in 0..numel {
+        let off: usize = idx.iter().zip(&strides).map(|(i, s)| i * s).sum();
+        v.push(r[off]);
+        for d in (0..out.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < out[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    Ok(std::borrow::Cow::Owned(v))
+}
+
 impl Conv {
-    /// One image: `xb` is `C × in`, `yb` is `M × out`.
+    /// True when the direct depthwise kernel computes this convolution.
+    fn is_depthwise(&self, s: &Shapes) -> bool {
+        let g = &s.g;
+        s.c == self.group && s.m == self.group && g.input[0] == 1 && g.kernel[0] == 1
+    }
+
+    /// One image: `xb` is `C × in`, `yb` is `M × out`. When `prefilled`,
+    /// `yb` already holds the bias (the GEMM adds onto it).
+    #[allow(clippy::too_many_arguments)]
     fn run_image(
         &self,
         ctx: &RunCtx,
@@ -160,24 +274,18 @@ impl Conv {
         xb: &[f32],
         w: &[f32],
         bias: Option<&[f32]>,
+        prefilled: bool,
         yb: &mut [f32],
     ) {
         let g = &s.g;
         let (is, os, ks) = (g.in_size(), g.out_size(), g.kernel_size());
         let groups = self.group;
         let (cg, mg) = (s.c / groups, s.m / groups);
-        if cg == 1 && mg == 1 && g.input[0] == 1 && g.kernel[0] == 1 {
+        if self.is_depthwise(s) {
             depthwise2d(g, s.c, xb, w, bias, yb, ctx.threads);
             return;
         }
-        let beta = if let Some(b) = bias {
-            for (row, &bv) in yb.chunks_exact_mut(os).zip(b) {
-                row.fill(bv);
-            }
-            1.0
-        } else {
-            0.0
-        };
+        let beta = if prefilled { 1.0 } else { 0.0 };
         let kg = cg * ks;
         let pointwise = g.is_pointwise();
         let one_group = |grp: usize, yg: &mut [f32], threads: usize, col: &mut [f32]| {

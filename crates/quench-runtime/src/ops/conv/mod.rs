@@ -12,6 +12,11 @@ use std::cell::RefCell;
 pub fn register(r: &mut Registry) {
     r.register("", "Conv", forward::build);
     r.register("", "ConvTranspose", transpose::build);
+    r.register(
+        crate::optimize::DOMAIN,
+        crate::optimize::FUSED_CONV,
+        forward::build_fused,
+    );
 }
 
 thread_local! {

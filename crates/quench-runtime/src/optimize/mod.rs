@@ -1,0 +1,177 @@
+//! Graph rewrites applied when a plan is built. Today one: a Conv whose only
+//! reader is an activation (Relu, Clip with constant bounds, LeakyRelu), or a
+//! residual Add optionally followed by one, becomes a single `FusedConv`
+//! node that applies them to its output while it is hot in cache, instead of
+//! three passes over three fresh tensors.
+//!
+//! Fused-away values are never materialised, so a plan keeps an unfused twin
+//! for runs that observe every value (see [`crate::Plan`]).
+
+use quench_ir::{Attr, Graph, Node, Tensor};
+use std::collections::{HashMap, HashSet};
+
+/// Domain of the internal ops this pass emits (never in a model file).
+pub const DOMAIN: &str = "quench.internal";
+/// A Conv (inputs X, W, B, then the residual R) with attributes
+/// `activation` (`Relu`, `Clip`, `LeakyRelu` or absent) and
+/// `activation_params` (Clip: min, max; LeakyRelu: alpha).
+pub const FUSED_CONV: &str = "FusedConv";
+
+/// The activation a Conv can absorb, with its parameters.
+fn activation(n: &Node, opset: i64, consts: &HashMap<&str, &Tensor>) -> Option<(String, Vec<f32>)> {
+    if !n.domain.is_empty() && n.domain != "ai.onnx" {
+        return None;
+    }
+    match n.op_type.as_str() {
+        "Relu" => Some(("Relu".into(), vec![])),
+        "LeakyRelu" => Some((
+            "LeakyRelu".into(),
+            vec![n.attr_float_or("alpha", 0.01).ok()?],
+        )),
+        "Clip" if opset < 11 => Some((
+            "Clip".into(),
+            vec![
+                n.attr_float_or("min", f32::MIN).ok()?,
+                n.attr_float_or("max", f32::MAX).ok()?,
+            ],
+        )),
+        "Clip" => {
+            let bound = |i: usize, default: f32| -> Option<f32> {
+                match n.input(i) {
+                    None => Some(default),
+                    Some(name) => {
+                        let t = consts.get(name)?;
+                        let v = t.as_slice::<f32>().ok()?;
+                        (v.len() == 1).then(|| v[0])
+                    }
+                }
+            };
+            Some((
+                "Clip".into(),
+                vec![bound(1, f32::NEG_INFINITY)?, bound(2, f32::INFINITY)?],
+            ))
+        }
+        _ => None,
+    }
+}
+
+fn is_onnx(n: &Node, op: &str) -> bool {
+    n.op_type == op && (n.domain.is_empty() || n.domain == "ai.onnx")
+}
+
+/// The graph's nodes with Conv chains fused, or `None` when nothing fuses.
+/// `opset` is the default domain's version (Clip's bounds moved from
+/// attributes to inputs in opset 11).
+pub fn fuse_conv_chains(graph: &Graph, opset: i64) -> Option<Vec<Node>> {
+    // Readers of each value; graph outputs and subgraph reads count as
+    // readers that cannot be fused into.
+    let mut readers: HashMap<&str, Vec<Option<usize>>> = HashMap::new();
+    for (i, n) in graph.nodes.iter().enumerate() {
+        for name in n.inputs.iter().filter(|s| !s.is_empty()) {
+            readers.entry(name).or_default().push(Some(i));
+        }
+        for name in quench_ir::graph::subgraph_free_names(n) {
+            readers.entry(name).or_default().push(None);
+        }
+    }
+    for o in &graph.outputs {
+        readers.entry(&o.name).or_default().push(None);
+    }
+    let only_reader = |name: &str| -> Option<usize> {
+        match readers.get(name).map(Vec::as_slice) {
+            Some([Some(j)]) => Some(*j),
+            _ => None,
+        }
+    };
+    let mut consts: HashMap<&str, &Tensor> = graph
+        .initializers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    for n in &graph.nodes {
+        if is_onnx(n, "Constant")
+            && n.inputs.is_empty()
+            && let (Some(out), Some((_, Attr::Tensor(t)))) = (n.outputs.first(), n.attrs.first())
+        {
+            consts.insert(out, t);
+        }
+    }
+    for vi in &graph.inputs {
+        consts.remove(vi.name.as_str());
+    }
+
+    let mut removed: HashSet<usize> = HashSet::new();
+    let mut replaced: HashMap<usize, Node> = HashMap::new();
+    for (i, conv) in graph.nodes.iter().enumerate() {
+        if !is_onnx(conv, "Conv") || conv.outputs.len() != 1 || conv.inputs.len() < 2 {
+            continue;
+        }
+        let mut out = conv.outputs[0].as_str();
+        let mut residual: Option<&str> = None;
+        let mut absorbed = Vec::new();
+        let mut act = None;
+        let mut next = only_reader(out).filter(|j| !removed.contains(j));
+        if let Some(j) = next {
+            let add = &graph.nodes[j];
+            if is_onnx(add, "Add") && add.inputs.len() == 2 && add.outputs.len() == 1 {
+                let other = if add.inputs[0] == out {
+                    &add.inputs[1]
+                } else {
+                    &add.inputs[0]
+                };
+                if !other.is_empty() && other != out {
+                    residual = Some(other);
+                    absorbed.push(j);
+                    out = &add.outputs[0];
+                    next = only_reader(out).filter(|j| !removed.contains(j));
+                }
+            }
+        }
+        if let Some(j) = next {
+            let n = &graph.nodes[j];
+            if n.outputs.len() == 1
+                && let Some(a) = activation(n, opset, &consts)
+            {
+                act = Some(a);
+                absorbed.push(j);
+                out = &n.outputs[0];
+            }
+        }
+        if absorbed.is_empty() {
+            continue;
+        }
+        let mut fused = conv.clone();
+        fused.domain = DOMAIN.into();
+        fused.op_type = FUSED_CONV.into();
+        fused.inputs.resize(3, String::new());
+        if let Some(r) = residual {
+            fused.inputs.push(r.to_string());
+        }
+        fused.outputs = vec![out.to_string()];
+        if let Some((name, params)) = act {
+            fused
+                .attrs
+                .insert("activation".into(), Attr::String(name.into_bytes()));
+            fused
+                .attrs
+                .insert("activation_params".into(), Attr::Floats(params));
+        }
+        removed.extend(absorbed);
+        replaced.insert(i, fused);
+    }
+    if replaced.is_empty() {
+        return None;
+    }
+    Some(
+        graph
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !removed.contains(i))
+            .map(|(i, n)| replaced.remove(&i).unwrap_or_else(|| n.clone()))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests;
