@@ -26,3 +26,17 @@ pub fn show_dims(shape: Option<&[quench_ir::Dim]>) -> String {
         ),
     }
 }
+
+/// Whether two paths name the same file; `b` may not exist yet (an output about to be written).
+pub fn same_path(a: &Path, b: &Path) -> bool {
+    let canon = |p: &Path| {
+        p.canonicalize().ok().or_else(|| {
+            let parent = p
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            Some(parent.canonicalize().ok()?.join(p.file_name()?))
+        })
+    };
+    matches!((canon(a), canon(b)), (Some(x), Some(y)) if x == y)
+}

@@ -4,7 +4,7 @@ use anyhow::{Context, Result, bail};
 use quench_data::{Dataset, Preprocess};
 use quench_quant::{Backend, CalibrationKind, Format, QuantConfig, QuantError};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(clap::Args)]
@@ -88,25 +88,12 @@ fn config(args: &Args) -> Result<QuantConfig> {
     Ok(cfg)
 }
 
-fn same_path(a: &Path, b: &Path) -> bool {
-    let canon = |p: &Path| {
-        p.canonicalize().ok().or_else(|| {
-            let parent = p
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            Some(parent.canonicalize().ok()?.join(p.file_name()?))
-        })
-    };
-    matches!((canon(a), canon(b)), (Some(x), Some(y)) if x == y)
-}
-
 fn mb(bytes: u64) -> String {
     format!("{:.2} MB", bytes as f64 / 1e6)
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if same_path(&args.model, &args.out) {
+    if super::same_path(&args.model, &args.out) {
         bail!(
             "-o {} is the input model: refusing to overwrite it",
             args.out.display()

@@ -87,7 +87,7 @@ pub fn run(args: Args) -> Result<()> {
         let path = args
             .out
             .join(format!("{}.npy", quench_data::npy::file_stem_for(name)));
-        if input_files.iter().any(|f| same_file(f, &path)) {
+        if input_files.iter().any(|f| super::same_path(f, &path)) {
             bail!(
                 "refusing to overwrite input file {} with output '{name}'",
                 path.display()
@@ -110,13 +110,6 @@ pub fn run(args: Args) -> Result<()> {
         session.threads()
     );
     Ok(())
-}
-
-fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => false,
-    }
 }
 
 /// The first `n` values of a tensor as text.
