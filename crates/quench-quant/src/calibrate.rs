@@ -67,13 +67,19 @@ pub fn calibrate(
         batches: count,
         ..Default::default()
     };
-    for (name, cfg) in targets {
-        let range = calibrator.range(name).ok_or_else(|| QuantError::NoData {
-            tensor: name.clone(),
-        })??;
-        out.qparams.insert(name.clone(), range.qparams(cfg)?);
-        out.ranges.insert(name.clone(), range);
-    }
+    // Histogram range choosers (entropy above all) cost more than the runs on
+    // small models; they parallelise inside, in the session's pool.
+    let calibrator = &calibrator;
+    session.install(|| {
+        for (name, cfg) in targets {
+            let range = calibrator.range(name).ok_or_else(|| QuantError::NoData {
+                tensor: name.clone(),
+            })??;
+            out.qparams.insert(name.clone(), range.qparams(cfg)?);
+            out.ranges.insert(name.clone(), range);
+        }
+        Ok::<(), QuantError>(())
+    })?;
     Ok(out)
 }
 

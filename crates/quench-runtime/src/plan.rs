@@ -534,6 +534,12 @@ impl Session {
         self.threads
     }
 
+    /// Runs `f` in this session's thread pool, so work around a run (e.g.
+    /// choosing calibration ranges) honours the same thread count.
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
+    }
+
     pub fn run(
         &self,
         inputs: Vec<(String, Tensor)>,

@@ -52,7 +52,7 @@ impl ObservedRange {
 }
 
 /// A streaming collector of a tensor's values.
-pub trait Observer: Send {
+pub trait Observer: Send + Sync {
     /// The tensor being observed, for error messages.
     fn name(&self) -> &str;
 
