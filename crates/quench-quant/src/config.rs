@@ -127,6 +127,12 @@ pub struct QuantConfig {
     pub skip: Vec<String>,
     /// Node names whose int32 accumulator is dequantized straight to float.
     pub int32_output: Vec<String>,
+    /// Accuracy-driven fallback target: output SQNR in dB (unset = off).
+    pub fallback_sqnr_db: Option<f64>,
+    /// Most nodes (or fusion groups) the fallback keeps float.
+    pub fallback_max_nodes: usize,
+    /// Calibration samples the fallback measures the output SQNR on.
+    pub fallback_samples: usize,
     pub op_types: BTreeMap<String, Override>,
     pub nodes: BTreeMap<String, Override>,
 }
@@ -145,6 +151,9 @@ impl Default for QuantConfig {
             format: Format::Qdq,
             skip: Vec::new(),
             int32_output: Vec::new(),
+            fallback_sqnr_db: None,
+            fallback_max_nodes: 8,
+            fallback_samples: 8,
             op_types: BTreeMap::new(),
             nodes: BTreeMap::new(),
         }

@@ -17,6 +17,7 @@
 pub mod calibrate;
 pub mod config;
 pub mod error;
+pub mod fallback;
 pub mod int_format;
 pub mod observer;
 pub mod passes;
@@ -25,6 +26,7 @@ pub mod quantize;
 
 pub use config::{Backend, CalibrationKind, Format, NodeQuant, Override, QuantConfig};
 pub use error::QuantError;
+pub use fallback::{FallbackReport, FallbackStep};
 pub use int_format::{IntReport, to_int};
 pub use observer::{
     CalibrationMethod, Calibrator, Entropy, Histogram, HistogramConfig, HistogramMode,

@@ -2,6 +2,7 @@
 //! calibrate on sample batches, convert to QDQ, optionally to integer-only ops.
 
 use crate::calibrate::{Batch, Calibration, calibrate};
+use crate::fallback::{FallbackReport, choose_float_nodes};
 use crate::passes::{ConvertReport, PrepareReport, QuantPlan, convert_qdq, prepare};
 use crate::{Format, IntReport, QuantConfig, QuantError, to_int};
 use quench_ir::Model;
@@ -15,6 +16,8 @@ pub struct Quantized {
     pub calibration: Calibration,
     pub convert: ConvertReport,
     pub int: Option<IntReport>,
+    /// What the accuracy-driven fallback measured, when it ran.
+    pub fallback: Option<FallbackReport>,
 }
 
 /// Quantizes `model` with `cfg`, calibrating on `batches` (at most `cfg.samples`
@@ -29,7 +32,7 @@ pub fn quantize_static(
     let names: std::collections::HashSet<&str> =
         model.graph.nodes.iter().map(|n| n.name.as_str()).collect();
     cfg.check_node_names(|n| names.contains(n))?;
-    let prepared = prepare(model, cfg)?;
+    let mut prepared = prepare(model, cfg)?;
     let session = Session::new(&prepared.model, threads)
         .map_err(|e| QuantError::Config(format!("cannot run the prepared float model: {e}")))?;
     let targets: Vec<_> = prepared
@@ -37,6 +40,25 @@ pub fn quantize_static(
         .calibrated()
         .map(|a| (a.tensor.clone(), a.config))
         .collect();
+    // The fallback measures on the first calibration batches: keep copies.
+    let wanted = if cfg.fallback_sqnr_db.is_some() {
+        cfg.fallback_samples
+    } else {
+        0
+    };
+    let mut kept: Vec<Batch> = Vec::new();
+    let mut kept_samples = 0;
+    let batches = batches.inspect(|b| {
+        if let Ok(b) = b
+            && kept_samples < wanted
+        {
+            kept_samples += b
+                .first()
+                .and_then(|(_, t)| t.shape().first().copied())
+                .unwrap_or(1);
+            kept.push(b.clone());
+        }
+    });
     let calibration = calibrate(
         &session,
         &targets,
@@ -44,6 +66,27 @@ pub fn quantize_static(
         batches,
         progress,
     )?;
+    drop(session);
+    let fallback = match cfg.fallback_sqnr_db {
+        Some(target) => {
+            let report = choose_float_nodes(
+                model,
+                cfg,
+                &calibration.qparams,
+                &kept,
+                target,
+                cfg.fallback_max_nodes,
+                threads,
+            )?;
+            if !report.kept_float.is_empty() {
+                let mut cfg = cfg.clone();
+                cfg.skip.extend(report.skip().cloned());
+                prepared = prepare(model, &cfg)?;
+            }
+            Some(report)
+        }
+        None => None,
+    };
     let (qdq, convert) = convert_qdq(&prepared.model, &prepared.plan, &calibration.qparams)?;
     let (model, int) = match cfg.format {
         Format::Qdq => (qdq, None),
@@ -59,5 +102,6 @@ pub fn quantize_static(
         calibration,
         convert,
         int,
+        fallback,
     })
 }

@@ -243,3 +243,61 @@ fn config_template_is_valid_and_used() {
     ]);
     assert!(summary.contains("Percentile"), "{summary}");
 }
+
+#[test]
+fn fallback_keeps_the_costliest_nodes_float_and_says_so() {
+    let dir = temp_dir("quantize-fallback");
+    let ex = repo().join("examples/mnist");
+    let q = dir.join("q.onnx");
+    // An unreachable target, 2 units at most; samples are counted in whole batches (8 -> 10).
+    let summary = ok(&[
+        "quantize",
+        p(&ex.join("bn_cnn.onnx")),
+        "-o",
+        p(&q),
+        "--calib",
+        p(&ex.join("calib.npz")),
+        "--samples",
+        "20",
+        "--batch",
+        "10",
+        "--fallback-sqnr",
+        "200",
+        "--fallback-max-nodes",
+        "2",
+        "--threads",
+        "1",
+    ]);
+    let line = summary
+        .lines()
+        .find(|l| l.starts_with("fallback: output SQNR"))
+        .unwrap_or_else(|| panic!("no fallback line: {summary}"));
+    assert!(
+        line.contains("target 200.0") && line.contains("on 10 samples"),
+        "{line}"
+    );
+    let kept = line.split("kept float: ").nth(1).unwrap();
+    assert!(kept.matches("dB alone").count() <= 2, "{line}");
+    // The written model still evaluates at float accuracy within a point.
+    let float_top1 = top1(&ok(&[
+        "eval",
+        p(&ex.join("bn_cnn.onnx")),
+        "--data",
+        p(&ex.join("test.npz")),
+    ]));
+    let q_top1 = top1(&ok(&["eval", p(&q), "--data", p(&ex.join("test.npz"))]));
+    assert!(q_top1 >= float_top1 - 1.0, "{q_top1} vs {float_top1}");
+    assert_error(
+        &[
+            "quantize",
+            p(&ex.join("bn_cnn.onnx")),
+            "-o",
+            p(&dir.join("x.onnx")),
+            "--calib",
+            p(&ex.join("calib.npz")),
+            "--fallback-sqnr",
+            "NaN",
+        ],
+        &["--fallback-sqnr"],
+    );
+}

@@ -45,6 +45,13 @@ pub struct Args {
     /// Image preprocessing, e.g. `resize=224x224,channels=rgb,scale=1/255,mean=0.485/0.456/0.406,std=0.229/0.224/0.225`.
     #[arg(long)]
     preprocess: Option<String>,
+    /// Accuracy-driven fallback: keep float the nodes whose quantization costs the most
+    /// output SQNR until the model's output reaches this many dB vs float (off by default).
+    #[arg(long, value_name = "DB")]
+    fallback_sqnr: Option<f64>,
+    /// Most nodes (or fusion groups) the fallback may keep float.
+    #[arg(long, value_name = "N")]
+    fallback_max_nodes: Option<usize>,
     #[arg(long, default_value_t = 0)]
     threads: usize,
 }
@@ -81,6 +88,15 @@ fn config(args: &Args) -> Result<QuantConfig> {
     }
     if let Some(b) = args.batch {
         cfg.batch_size = b;
+    }
+    if let Some(db) = args.fallback_sqnr {
+        if !db.is_finite() {
+            bail!("--fallback-sqnr {db}: expected a finite number of dB");
+        }
+        cfg.fallback_sqnr_db = Some(db);
+    }
+    if let Some(n) = args.fallback_max_nodes {
+        cfg.fallback_max_nodes = n;
     }
     if cfg.samples == 0 || cfg.batch_size == 0 {
         bail!("samples and batch size must be at least 1");
@@ -176,6 +192,26 @@ pub fn run(args: Args) -> Result<()> {
             String::new()
         };
         println!("  float: {}{more} — {why}", shown.join(", "));
+    }
+    if let Some(f) = &q.fallback {
+        let kept: Vec<String> = f
+            .kept_float
+            .iter()
+            .map(|s| format!("{} ({:.1} dB alone)", s.nodes.join("+"), s.alone_db))
+            .collect();
+        println!(
+            "fallback: output SQNR {:.1} dB -> {:.1} dB (target {:.1}) on {} samples, {} models tried; kept float: {}",
+            f.before_db,
+            f.after_db,
+            f.target_db,
+            f.samples,
+            f.evaluations,
+            if kept.is_empty() {
+                "none".into()
+            } else {
+                kept.join(", ")
+            }
+        );
     }
     if let Some(r) = &q.int {
         println!("integer-only conversion:\n{r}");
