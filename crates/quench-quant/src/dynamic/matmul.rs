@@ -39,15 +39,14 @@ pub(super) fn rewrite(ctx: &mut Ctx, graph: &Graph, node: &Node) -> Result<Rewri
             let pshape = if axis.is_some() { vec![n] } else { vec![] };
             let base = node_base(node);
             let float_bytes = plan.w.byte_size();
-            ctx.weights.insert(
-                &mut ctx.names,
-                &plan.w_key,
-                &base,
-                float_bytes,
+            let new = weights::Quantized {
                 q,
                 scales,
                 pshape,
-            )?
+                float_bytes,
+            };
+            ctx.weights
+                .insert(&mut ctx.names, &plan.w_key, &base, new)?
         }
     };
     let (nodes, as_ops) = if ctx.cfg.per_token {

@@ -9,9 +9,11 @@
 //! or, with [`DynamicFormat::Onnx`], standard `DynamicQuantizeLinear +
 //! MatMulInteger + Cast + Mul`; `per_token` writes a per-row activation
 //! quantization in standard ONNX ops; LSTM becomes
-//! `com.microsoft.DynamicQuantizeLSTM`. What cannot be quantized is kept
+//! `com.microsoft.DynamicQuantizeLSTM`; Conv (opt-in) becomes
+//! `DynamicQuantizeLinear + ConvInteger`. What cannot be quantized is kept
 //! float and listed with the reason in [`DynamicReport::skipped`].
 
+mod conv;
 mod matmul;
 mod rnn;
 mod weights;
@@ -325,6 +327,7 @@ pub fn quantize_dynamic(
         let rw = match node.op_type.as_str() {
             "MatMul" | "Gemm" => matmul::rewrite(&mut ctx, graph, node)?,
             "LSTM" => rnn::rewrite_lstm(&mut ctx, graph, node)?,
+            "Conv" => conv::rewrite(&mut ctx, graph, node)?,
             "GRU" => Rewrite::Skip(
                 "ONNX Runtime has no dynamically quantized GRU operator; kept float so the model still runs there"
                     .into(),

@@ -79,15 +79,13 @@ pub(super) fn rewrite_lstm(
             .permuted_axes(vec![0, 2, 1])
             .to_owned();
         let base = format!("{}_{what}", node.name.replace(['/', ':'], "_"));
-        qs.push(ctx.weights.insert(
-            &mut ctx.names,
-            &key,
-            &base,
-            t.byte_size(),
-            Tensor::from_array(qt),
+        let new = weights::Quantized {
+            q: Tensor::from_array(qt),
             scales,
             pshape,
-        )?);
+            float_bytes: t.byte_size(),
+        };
+        qs.push(ctx.weights.insert(&mut ctx.names, &key, &base, new)?);
     }
     let [w, r] = [&qs[0], &qs[1]];
     let mut inputs: Vec<&str> = vec![node.inputs[0].as_str(), &w.q, &r.q];

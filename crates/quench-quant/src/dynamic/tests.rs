@@ -210,3 +210,28 @@ fn lstm_becomes_dynamic_quantize_lstm_and_gru_stays_float() {
     assert_eq!(q.graph.nodes, g.graph.nodes);
     assert!(r.skipped[0].reason.contains("GRU"));
 }
+
+#[test]
+fn conv_is_opt_in_and_becomes_conv_integer() {
+    let mut b = Builder::new(&[("x", &[1, 3, 8, 8])]);
+    b.weight("w", &[4, 3, 3, 3]);
+    b.weight("b", &[4]);
+    b.node("Conv", "conv", &["x", "w", "b"], &["y"]);
+    b.attr("pads", Attr::Ints(vec![1, 1, 1, 1]));
+    let m = b.build(&["y"]);
+    let (q, _) = quantize_dynamic(&m, &DynamicConfig::default()).unwrap();
+    assert_eq!(q.graph.nodes, m.graph.nodes, "Conv is off by default");
+    let x = rand_tensor(&[1, 3, 8, 8], 3);
+    let want = &run(&m, &[("x", x.clone())])[0];
+    for per_channel in [true, false] {
+        let c = cfg(|c| {
+            c.op_types = vec!["Conv".into()];
+            c.per_channel = per_channel;
+        });
+        let (q, r) = quantize_dynamic(&m, &c).unwrap();
+        assert!(ops(&q).contains(&"ConvInteger"), "{:?}", ops(&q));
+        assert_eq!(r.quantized.len(), 1);
+        let got = &run(&q, &[("x", x.clone())])[0];
+        assert!(sqnr(want, got) > 30.0, "{}", sqnr(want, got));
+    }
+}

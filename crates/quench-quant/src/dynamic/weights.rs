@@ -103,6 +103,15 @@ pub struct QWeight {
     pub col_sums: Vec<i64>,
 }
 
+/// A freshly quantized weight: int8 values, scales shaped `pshape`, and the
+/// float size it replaces.
+pub struct Quantized {
+    pub q: Tensor,
+    pub scales: Vec<f32>,
+    pub pshape: Vec<usize>,
+    pub float_bytes: usize,
+}
+
 /// New initializers, and weights already quantized (a weight shared by
 /// several nodes is stored once).
 #[derive(Default)]
@@ -127,11 +136,14 @@ impl Cache {
         ctx_names: &mut std::collections::HashSet<String>,
         key: &str,
         base: &str,
-        float_bytes: usize,
-        q: Tensor,
-        scales: Vec<f32>,
-        pshape: Vec<usize>,
+        new: Quantized,
     ) -> Result<QWeight, QuantError> {
+        let Quantized {
+            q,
+            scales,
+            pshape,
+            float_bytes,
+        } = new;
         let n = scales.len();
         let scale = Tensor::from_vec(pshape.clone(), scales).map_err(bad)?;
         let zp = Tensor::from_vec(pshape, vec![0i8; n]).map_err(bad)?;
