@@ -236,3 +236,37 @@ fn misused_flags_get_clear_errors() {
     assert!(with(&["--mode", "dynamic", "--format", "qdq"]).contains("contrib or onnx"));
     assert!(!out.exists());
 }
+
+#[test]
+fn conv_is_opt_in_and_runs_in_onnxruntime() {
+    let dir = temp_dir("dynamic-conv");
+    let ex = repo().join("examples/mnist");
+    let float = ex.join("resnet8.onnx");
+    let q = dir.join("conv.onnx");
+    let summary = ok(&[
+        "quantize",
+        p(&float),
+        "-o",
+        p(&q),
+        "--mode",
+        "dynamic",
+        "--op-types",
+        "Conv,Gemm",
+    ]);
+    assert!(summary.contains("Conv "), "{summary}");
+    assert!(ops(&q).contains(&"ConvInteger".to_string()));
+    let data = quench_data::read_npz(&ex.join("test.npz")).unwrap();
+    let x = data.iter().find(|(k, _)| k == "input").unwrap().1.clone();
+    let first4 = Tensor::from_vec(
+        vec![4, 1, 28, 28],
+        x.as_slice::<f32>().unwrap()[..4 * 784].to_vec(),
+    )
+    .unwrap();
+    let inputs = dir.join("x.npz");
+    quench_data::write_npz(&inputs, &[("input".into(), first4)]).unwrap();
+    let out = dir.join("out");
+    let want = run_model(&float, &inputs, &dir.join("float"), "logits");
+    let got = run_model(&q, &inputs, &out, "logits");
+    assert_eq!(argmax_rows(&want), argmax_rows(&got));
+    ort_agrees(&q, &inputs, &out, "0.05");
+}

@@ -6,7 +6,7 @@
 use super::weights::{self, Quantized};
 use super::{Ctx, QuantizedNode, Rewrite};
 use crate::QuantError;
-use quench_ir::{Attr, DType, Graph, Node, Tensor};
+use quench_ir::{Attr, DType, Graph, Node};
 
 fn bad(e: quench_ir::IrError) -> QuantError {
     QuantError::Graph(e.to_string())
