@@ -8,6 +8,9 @@
 //! parameters; `scripts/check_calibrators.py` produces the fixture that the
 //! `ort_agreement` test checks this against.
 //!
+//! [`dynamic`] is the calibration-free path: int8 weights, activations
+//! quantized at run time (ORT's and PyTorch's `quantize_dynamic`).
+//!
 //! The graph side lives in [`passes`]: [`passes::prepare`] (Constant →
 //! initializer, BatchNormalization folding, fusion groups, ORT-style
 //! placement into a [`passes::QuantPlan`]) and [`passes::convert_qdq`] (the
@@ -16,6 +19,7 @@
 
 pub mod calibrate;
 pub mod config;
+pub mod dynamic;
 pub mod error;
 pub mod fallback;
 pub mod int_format;
@@ -25,6 +29,7 @@ pub mod qparams;
 pub mod quantize;
 
 pub use config::{Backend, CalibrationKind, Format, NodeQuant, Override, QuantConfig};
+pub use dynamic::{DynamicConfig, DynamicFormat, DynamicReport, quantize_dynamic};
 pub use error::QuantError;
 pub use fallback::{FallbackReport, FallbackStep};
 pub use int_format::{IntReport, to_int};

@@ -21,7 +21,7 @@ enum Command {
     Inspect(cmd::inspect::Args),
     /// Run a model on .npy/.npz inputs and write each output as OUTDIR/NAME.npy.
     Run(cmd::run::Args),
-    /// Static post-training quantization: fuse, calibrate, write QDQ or integer-only ONNX.
+    /// Quantize: static PTQ (fuse, calibrate, QDQ or integer-only ONNX) or --mode dynamic.
     Quantize(cmd::quantize::Args),
     /// Top-1/top-5 accuracy on labelled data (and agreement with a float reference).
     Eval(cmd::eval::Args),

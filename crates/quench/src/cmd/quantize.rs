@@ -1,8 +1,12 @@
-//! `quench quantize`: static post-training quantization of an ONNX model.
+//! `quench quantize`: static post-training quantization of an ONNX model,
+//! or dynamic quantization (`--mode dynamic`: int8 weights, activations
+//! quantized at run time, no calibration data).
 
 use anyhow::{Context, Result, bail};
 use quench_data::{Dataset, Preprocess};
-use quench_quant::{Backend, CalibrationKind, Format, QuantConfig, QuantError};
+use quench_quant::{
+    Backend, CalibrationKind, DynamicConfig, DynamicFormat, Format, QuantConfig, QuantError,
+};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -14,10 +18,20 @@ pub struct Args {
     /// Where to write the quantized model (never the input).
     #[arg(short = 'o', long = "output")]
     out: PathBuf,
+    /// static (calibrated, needs --calib) or dynamic (weights only ahead of time,
+    /// activations quantized at run time; MatMul/Gemm/LSTM; no --calib).
+    #[arg(long, default_value = "static")]
+    mode: String,
     /// Calibration data: an .npz named after the model inputs (first axis = samples),
     /// a folder of .npy/.npz samples, or an image folder (with --preprocess).
     #[arg(long)]
-    calib: PathBuf,
+    calib: Option<PathBuf>,
+    /// Dynamic mode: quantize activations per row (token) instead of per tensor.
+    #[arg(long)]
+    per_token: bool,
+    /// Dynamic mode: op types to quantize (default MatMul,Gemm,LSTM,GRU; Conv is opt-in).
+    #[arg(long, value_delimiter = ',')]
+    op_types: Vec<String>,
     /// TOML config (`quench config init` prints a template); flags below override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -33,7 +47,9 @@ pub struct Args {
     /// Node names to keep float (comma-separated).
     #[arg(long, value_delimiter = ',')]
     exclude: Vec<String>,
-    /// qdq (QuantizeLinear/DequantizeLinear) or int (integer-only operators).
+    /// Static: qdq (QuantizeLinear/DequantizeLinear) or int (integer-only operators).
+    /// Dynamic: contrib (com.microsoft DynamicQuantizeMatMul, default) or onnx
+    /// (DynamicQuantizeLinear + MatMulInteger, as ONNX Runtime writes it).
     #[arg(long)]
     format: Option<String>,
     /// Calibration samples to use.
@@ -115,6 +131,22 @@ pub fn run(args: Args) -> Result<()> {
             args.out.display()
         );
     }
+    match args.mode.as_str() {
+        "static" => {}
+        "dynamic" => return run_dynamic(&args),
+        m => bail!("--mode '{m}': expected static or dynamic"),
+    }
+    for (set, flag) in [
+        (args.per_token, "--per-token"),
+        (!args.op_types.is_empty(), "--op-types"),
+    ] {
+        if set {
+            bail!("{flag} is an option of --mode dynamic");
+        }
+    }
+    let Some(calib) = &args.calib else {
+        bail!("static quantization needs calibration data (--calib); --mode dynamic needs none");
+    };
     let start = Instant::now();
     let cfg = config(&args)?;
     let model = super::load_model(&args.model)?;
@@ -124,7 +156,7 @@ pub fn run(args: Args) -> Result<()> {
         .map(Preprocess::parse)
         .transpose()
         .map_err(anyhow::Error::msg)?;
-    let data = Dataset::open(&args.calib, &super::eval::input_specs(&model), preprocess)?;
+    let data = Dataset::open(calib, &super::eval::input_specs(&model), preprocess)?;
     let n = cfg.samples.min(data.len());
     let batches = n.div_ceil(cfg.batch_size);
     let bar = indicatif::ProgressBar::new(batches as u64).with_style(
@@ -226,6 +258,96 @@ pub fn run(args: Args) -> Result<()> {
     println!(
         "time: calibration {:.2} s, total {:.2} s",
         calib_time.as_secs_f64(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn dynamic_config(args: &Args) -> Result<DynamicConfig> {
+    let given = [
+        (args.config.is_some(), "--config"),
+        (args.backend.is_some(), "--backend"),
+        (args.calibrator.is_some(), "--calibrator"),
+        (args.calib.is_some(), "--calib"),
+        (args.samples.is_some(), "--samples"),
+        (args.batch.is_some(), "--batch"),
+        (args.preprocess.is_some(), "--preprocess"),
+        (args.fallback_sqnr.is_some(), "--fallback-sqnr"),
+        (args.fallback_max_nodes.is_some(), "--fallback-max-nodes"),
+    ];
+    if let Some((_, flag)) = given.iter().find(|(set, _)| *set) {
+        bail!("{flag} is an option of static quantization; --mode dynamic needs no calibration");
+    }
+    let format = match args.format.as_deref() {
+        None | Some("contrib") => DynamicFormat::Contrib,
+        Some("onnx") => DynamicFormat::Onnx,
+        Some(o) => bail!("--format '{o}' with --mode dynamic: expected contrib or onnx"),
+    };
+    if args.per_token && args.format.is_some() {
+        bail!("--per-token writes standard ONNX operators of its own: leave out --format");
+    }
+    Ok(DynamicConfig {
+        per_channel: !args.per_tensor,
+        per_token: args.per_token,
+        format,
+        op_types: args
+            .op_types
+            .iter()
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect(),
+        exclude: args
+            .exclude
+            .iter()
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect(),
+    })
+}
+
+fn run_dynamic(args: &Args) -> Result<()> {
+    let start = Instant::now();
+    let cfg = dynamic_config(args)?;
+    let model = super::load_model(&args.model)?;
+    let (q, report) = quench_quant::quantize_dynamic(&model, &cfg)
+        .with_context(|| format!("quantizing {}", args.model.display()))?;
+    quench_onnx::save_model(&q, &args.out)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    let size_in = std::fs::metadata(&args.model).map(|m| m.len()).unwrap_or(0);
+    let size_out = std::fs::metadata(&args.out).map(|m| m.len()).unwrap_or(0);
+    let acts = if cfg.per_token {
+        "per-token uint8"
+    } else {
+        "per-tensor uint8"
+    };
+    let weights = if cfg.per_channel {
+        "per-channel int8"
+    } else {
+        "per-tensor int8"
+    };
+    println!(
+        "quantized {} -> {} (dynamic: weights {weights}, activations {acts} at run time{})",
+        args.model.display(),
+        args.out.display(),
+        if cfg.per_token {
+            String::new()
+        } else {
+            format!(", {:?} format", cfg.format)
+        }
+    );
+    if let Some(v) = report.opset_raised_from {
+        println!("default opset raised from {v} to 13");
+    }
+    println!(
+        "nodes: {} quantized, {} kept float",
+        report.quantized.len(),
+        report.skipped.len()
+    );
+    println!("{report}");
+    println!(
+        "file: {} -> {}; time {:.2} s",
+        mb(size_in),
+        mb(size_out),
         start.elapsed().as_secs_f64()
     );
     Ok(())

@@ -5,6 +5,7 @@
 //! batch 1) and the element-wise gate maths.
 
 mod act;
+mod dynamic_lstm;
 mod gru;
 mod lstm;
 
@@ -17,6 +18,7 @@ use quench_kernels::{gemm::sgemm_strided, gemv::sgemv};
 pub fn register(r: &mut Registry) {
     r.register("", "LSTM", lstm::build);
     r.register("", "GRU", gru::build);
+    r.register("com.microsoft", "DynamicQuantizeLSTM", dynamic_lstm::build);
 }
 
 /// Attributes LSTM and GRU share.
