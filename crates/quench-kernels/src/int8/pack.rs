@@ -9,7 +9,7 @@ use super::PANEL;
 
 /// s8 weights `B[k×n]` in VNNI layout, with what the zero-point
 /// compensation needs per column.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PackedB {
     pub(crate) k: usize,
     pub(crate) n: usize,
@@ -107,5 +107,11 @@ impl PackedB {
     /// Bytes of packed weights.
     pub fn packed_len(&self) -> usize {
         self.data.len()
+    }
+}
+
+impl std::fmt::Debug for PackedB {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackedB {{ k: {}, n: {}, zero points: {} }}", self.k, self.n, self.has_zp)
     }
 }
