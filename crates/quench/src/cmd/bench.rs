@@ -142,12 +142,18 @@ pub fn run(args: Args) -> Result<()> {
     let mut times = Vec::with_capacity(args.runs);
     // Per node (in first-seen order): op type and one time per run.
     let mut nodes: Vec<(String, String, Vec<Duration>)> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
+    // Keyed by the node's address in the plan: names may be empty or repeated.
+    let mut index: HashMap<usize, usize> = HashMap::new();
     for _ in 0..args.runs {
         let mut record = |node: &quench_ir::Node, d: Duration| {
-            let key = node.name.clone();
-            let i = *index.entry(key.clone()).or_insert_with(|| {
-                nodes.push((key, node.op_type.clone(), Vec::new()));
+            let key = node as *const quench_ir::Node as usize;
+            let i = *index.entry(key).or_insert_with(|| {
+                let name = if node.name.is_empty() {
+                    format!("(unnamed #{})", nodes.len())
+                } else {
+                    node.name.clone()
+                };
+                nodes.push((name, node.op_type.clone(), Vec::new()));
                 nodes.len() - 1
             });
             nodes[i].2.push(d);
