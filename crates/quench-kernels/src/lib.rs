@@ -4,4 +4,5 @@ pub mod activation;
 pub mod conv;
 pub mod gemm;
 pub mod gemv;
+pub mod int8;
 pub mod pool;

@@ -27,6 +27,8 @@ enum Command {
     Eval(cmd::eval::Args),
     /// Per-tensor float vs quantized error (SQNR, cosine, max abs), worst first.
     Compare(cmd::compare::Args),
+    /// Latency and throughput on random inputs (median/p90, optionally per node).
+    Bench(cmd::bench::Args),
     /// Quantization config files.
     #[command(subcommand)]
     Config(cmd::config::Command),
@@ -47,6 +49,7 @@ fn main() {
         Command::Quantize(a) => cmd::quantize::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Compare(a) => cmd::compare::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
         Command::Config(c) => cmd::config::run(c),
     };
     if let Err(e) = result {

@@ -80,6 +80,42 @@ fn build_mul(_: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
     Ok(Box::new(QLinearBinary(Binary::Mul)))
 }
 
+impl QLinearBinary {
+    /// Equal shapes, 8-bit: the same f32 arithmetic as the general path in
+    /// flat, vectorizable loops (the residual Adds of CNNs).
+    fn same_shape(
+        &self,
+        a: &QInput,
+        b: &QInput,
+        c_scale: f32,
+        c_zp: i32,
+        q: QType,
+    ) -> Result<Tensor, OpError> {
+        let (av, bv) = (
+            int_values(a.t, "input 0 (A)")?,
+            int_values(b.t, "input 3 (B)")?,
+        );
+        let v: Vec<f32> = av
+            .iter()
+            .zip(&bv)
+            .map(|(&x, &y)| {
+                let (x, y) = (a.scale * (x - a.zp) as f32, b.scale * (y - b.zp) as f32);
+                match self.0 {
+                    Binary::Add => x + y,
+                    Binary::Mul => x * y,
+                }
+            })
+            .collect();
+        let shape = a.t.shape().to_vec();
+        use super::linear::quantize_8bit;
+        Ok(if q == QType::U8 {
+            Tensor::from_vec(shape, quantize_8bit(&v, c_scale, c_zp, q, |x| x as u8))?
+        } else {
+            Tensor::from_vec(shape, quantize_8bit(&v, c_scale, c_zp, q, |x| x as i8))?
+        })
+    }
+}
+
 impl Op for QLinearBinary {
     fn run(&self, _: &RunCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let a = QInput::read(inputs, 0, "A")?;
@@ -94,6 +130,9 @@ impl Op for QLinearBinary {
             );
         }
         let q = QType::of(a.t.dtype(), "input 0 (A)")?;
+        if a.t.shape() == b.t.shape() && matches!(q, QType::U8 | QType::I8) {
+            return Ok(vec![self.same_shape(&a, &b, c_scale, c_zp, q)?]);
+        }
         let shape = broadcast_shapes(a.t.shape(), b.t.shape())?;
         let (av, bv) = (a.dequantized("input 0 (A)")?, b.dequantized("input 3 (B)")?);
         let ai = broadcast_index(a.t.shape(), &shape)?;

@@ -1,10 +1,12 @@
 //! QLinearConv and ConvInteger: convolution on zero-point-shifted integers
 //! with i32 accumulators, then (QLinearConv) requantization.
 
+use super::conv_fast::{self, FastW, OutKind};
 use super::{QType, check_scales, f32_values, int_values, scalar_scale, scalar_zero_point};
 use crate::op::{optional, required};
 use crate::{BuildCtx, Op, OpError, Registry, RunCtx, bail_invalid};
 use quench_ir::{Node, Tensor};
+use quench_kernels::int8::Post;
 
 pub fn register(r: &mut Registry) {
     r.register("", "QLinearConv", build_qlinear);
@@ -12,7 +14,7 @@ pub fn register(r: &mut Registry) {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum AutoPad {
+pub(crate) enum AutoPad {
     NotSet,
     SameUpper,
     SameLower,
@@ -22,12 +24,12 @@ enum AutoPad {
 /// Conv attributes, as written; checked against shapes at run time.
 #[derive(Clone, Debug)]
 pub(crate) struct ConvAttrs {
-    group: usize,
-    auto_pad: AutoPad,
-    kernel_shape: Option<Vec<i64>>,
-    strides: Option<Vec<i64>>,
-    dilations: Option<Vec<i64>>,
-    pads: Option<Vec<i64>>,
+    pub(crate) group: usize,
+    pub(crate) auto_pad: AutoPad,
+    pub(crate) kernel_shape: Option<Vec<i64>>,
+    pub(crate) strides: Option<Vec<i64>>,
+    pub(crate) dilations: Option<Vec<i64>>,
+    pub(crate) pads: Option<Vec<i64>>,
 }
 
 impl ConvAttrs {
@@ -268,19 +270,39 @@ fn shift_weights(
     Ok(w)
 }
 
+/// Weights (input `w`) prepared at build when they and their zero point (input `zp`) are constant.
+fn fast_weights(ctx: &BuildCtx, attrs: &ConvAttrs, w: usize, zp: usize) -> Option<FastW> {
+    FastW::new(
+        ctx.constant_input(w)?,
+        super::fast::const_or_absent(ctx, zp)?,
+        attrs.group,
+    )
+}
+
+/// QLinearConv's bias, which must be int32.
+fn bias_of(b: &Tensor) -> Result<&[i32], OpError> {
+    b.as_slice::<i32>().map_err(|_| {
+        OpError::Invalid(format!(
+            "input 8 (B) has type {}, expected int32",
+            b.dtype()
+        ))
+    })
+}
+
 #[derive(Debug)]
 struct QLinearConv {
     attrs: ConvAttrs,
+    fast: Option<FastW>,
 }
 
 fn build_qlinear(ctx: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
-    Ok(Box::new(QLinearConv {
-        attrs: ConvAttrs::read(ctx.node)?,
-    }))
+    let attrs = ConvAttrs::read(ctx.node)?;
+    let fast = fast_weights(ctx, &attrs, 3, 5);
+    Ok(Box::new(QLinearConv { attrs, fast }))
 }
 
 impl Op for QLinearConv {
-    fn run(&self, _: &RunCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+    fn run(&self, ctx: &RunCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let x = required(inputs, 0)?;
         let w = required(inputs, 3)?;
         let x_scale = scalar_scale(required(inputs, 1)?, "input 1 (x_scale)")?;
@@ -299,6 +321,31 @@ impl Op for QLinearConv {
                 w_scales.len()
             );
         }
+        if let Some(fw) = &self.fast
+            && matches!(q, QType::U8 | QType::I8)
+        {
+            let bias = optional(inputs, 8).map(bias_of).transpose()?;
+            if bias.is_none_or(|b| b.len() == m) {
+                let mult: Vec<f32> = w_scales.iter().map(|&ws| x_scale * ws / y_scale).collect();
+                let (lo, hi) = q.range();
+                let post = Post::Requant {
+                    bias,
+                    mult: &mult,
+                    zp: y_zp,
+                    lo,
+                    hi,
+                };
+                let kind = if q == QType::U8 {
+                    OutKind::U8
+                } else {
+                    OutKind::I8
+                };
+                if let Some(y) = conv_fast::run(fw, &self.attrs, x, x_zp, &post, kind, ctx.threads)?
+                {
+                    return Ok(vec![y]);
+                }
+            }
+        }
         let xv = shift(int_values(x, "input 0 (x)")?, x_zp);
         let w_zp = match optional(inputs, 5) {
             Some(t) => int_values(t, "input 5 (w_zero_point)")?,
@@ -310,15 +357,7 @@ impl Op for QLinearConv {
             &w_zp,
             "input 5 (w_zero_point)",
         )?;
-        let bias = match optional(inputs, 8) {
-            Some(b) => Some(b.as_slice::<i32>().map_err(|_| {
-                OpError::Invalid(format!(
-                    "input 8 (B) has type {}, expected int32",
-                    b.dtype()
-                ))
-            })?),
-            None => None,
-        };
+        let bias = optional(inputs, 8).map(bias_of).transpose()?;
         let (acc, shape) = conv_i32(&self.attrs, &xv, x.shape(), &wv, w.shape(), bias)?;
         let mult: Vec<f64> = w_scales
             .iter()
@@ -344,19 +383,30 @@ impl Op for QLinearConv {
 #[derive(Debug)]
 struct ConvInteger {
     attrs: ConvAttrs,
+    fast: Option<FastW>,
 }
 
 fn build_integer(ctx: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
-    Ok(Box::new(ConvInteger {
-        attrs: ConvAttrs::read(ctx.node)?,
-    }))
+    let attrs = ConvAttrs::read(ctx.node)?;
+    let fast = fast_weights(ctx, &attrs, 1, 3);
+    Ok(Box::new(ConvInteger { attrs, fast }))
 }
 
 impl Op for ConvInteger {
-    fn run(&self, _: &RunCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+    fn run(&self, ctx: &RunCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let x = required(inputs, 0)?;
         let w = required(inputs, 1)?;
         let x_zp = scalar_zero_point(optional(inputs, 2), "input 2 (x_zero_point)")?;
+        if let Some(fw) = &self.fast
+            && optional(inputs, 2).is_none_or(|z| z.dtype() == x.dtype())
+        {
+            let post = Post::Raw { bias: None };
+            if let Some(y) =
+                conv_fast::run(fw, &self.attrs, x, x_zp, &post, OutKind::I32, ctx.threads)?
+            {
+                return Ok(vec![y]);
+            }
+        }
         let w_zp = match optional(inputs, 3) {
             Some(t) => int_values(t, "input 3 (w_zero_point)")?,
             None => vec![0],

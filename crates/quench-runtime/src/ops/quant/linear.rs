@@ -202,6 +202,15 @@ impl Op for QuantizeLinear {
             zp_t,
             ("input 1 (y_scale)", "input 2 (y_zero_point)"),
         )?;
+        if layout == Layout::PerTensor && matches!(q, QType::U8 | QType::I8) {
+            let (scale, zp) = (scales[0], zps[0]);
+            let shape = x.shape().to_vec();
+            return Ok(vec![if q == QType::U8 {
+                Tensor::from_vec(shape, quantize_8bit(xs, scale, zp, q, |v| v as u8))?
+            } else {
+                Tensor::from_vec(shape, quantize_8bit(xs, scale, zp, q, |v| v as i8))?
+            }]);
+        }
         let y = xs
             .iter()
             .enumerate()
@@ -212,6 +221,31 @@ impl Op for QuantizeLinear {
             .collect();
         Ok(vec![q.tensor(x.shape().to_vec(), y)?])
     }
+}
+
+/// Per-tensor quantization to an 8-bit type, equal to
+/// [`super::quantize_f32`] but vectorizable: clamp in the float domain,
+/// then round half to even by adding and removing 1.5·2^23 (exact for
+/// |f| < 2^22, which the clamp guarantees); NaN maps to 0 as there.
+pub(super) fn quantize_8bit<T>(
+    xs: &[f32],
+    scale: f32,
+    zp: i32,
+    q: QType,
+    cast: impl Fn(i32) -> T,
+) -> Vec<T> {
+    const ROUND: f32 = 12_582_912.0;
+    let (lo, hi) = q.range();
+    let (flo, fhi) = ((lo - zp) as f32, (hi - zp) as f32);
+    let rbits = ROUND.to_bits() as i32;
+    xs.iter()
+        .map(|&v| {
+            let f = v / scale;
+            let c = f.max(flo).min(fhi);
+            let r = ((c + ROUND).to_bits() as i32 - rbits) + zp;
+            cast(if f.is_nan() { 0 } else { r })
+        })
+        .collect()
 }
 
 #[derive(Debug)]

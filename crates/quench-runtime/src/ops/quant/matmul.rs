@@ -2,6 +2,8 @@
 //! ops DynamicQuantizeMatMul and MatMulIntegerToFloat. All share one batched,
 //! broadcasting i32 matmul on zero-point-shifted values.
 
+use super::fast::{FastB, const_or_absent, pack_b};
+use super::matmul_fast;
 use super::{
     QType, broadcast_index, broadcast_shapes, check_scales, f32_values, int_values, scalar_scale,
     scalar_zero_point,
@@ -138,15 +140,43 @@ fn last_dim(t: &Tensor) -> usize {
     }
 }
 
-#[derive(Debug)]
-struct QLinearMatMul;
+/// B (input `b`) packed at build when it and its zero point (input `zp`) are constant.
+fn packed(ctx: &BuildCtx, b: usize, zp: usize) -> Option<FastB> {
+    pack_b(ctx.constant_input(b)?, const_or_absent(ctx, zp)?, false)
+}
 
-fn build_qlinear(_: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
-    Ok(Box::new(QLinearMatMul))
+/// Runs the packed path when it applies.
+fn try_fast(
+    fast: &Option<FastB>,
+    ctx: &RunCtx,
+    inputs: &[Option<&Tensor>],
+    f: matmul_fast::FastFn,
+) -> Result<Option<Vec<Tensor>>, OpError> {
+    match fast {
+        Some(fb) => Ok(f(fb, inputs, ctx.threads)?.map(|t| {
+            super::fast::hit();
+            vec![t]
+        })),
+        None => Ok(None),
+    }
+}
+
+#[derive(Debug)]
+struct QLinearMatMul {
+    fast: Option<FastB>,
+}
+
+fn build_qlinear(ctx: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
+    Ok(Box::new(QLinearMatMul {
+        fast: packed(ctx, 3, 5),
+    }))
 }
 
 impl Op for QLinearMatMul {
-    fn run(&self, _: &RunCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+    fn run(&self, ctx: &RunCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        if let Some(y) = try_fast(&self.fast, ctx, inputs, matmul_fast::qlinear)? {
+            return Ok(y);
+        }
         let a = required(inputs, 0)?;
         let b = required(inputs, 3)?;
         let a_scale = scalar_scale(required(inputs, 1)?, "input 1 (a_scale)")?;
@@ -182,14 +212,21 @@ impl Op for QLinearMatMul {
 }
 
 #[derive(Debug)]
-struct MatMulInteger;
+struct MatMulInteger {
+    fast: Option<FastB>,
+}
 
-fn build_integer(_: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
-    Ok(Box::new(MatMulInteger))
+fn build_integer(ctx: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
+    Ok(Box::new(MatMulInteger {
+        fast: packed(ctx, 1, 3),
+    }))
 }
 
 impl Op for MatMulInteger {
-    fn run(&self, _: &RunCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+    fn run(&self, ctx: &RunCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        if let Some(y) = try_fast(&self.fast, ctx, inputs, matmul_fast::integer)? {
+            return Ok(y);
+        }
         let a = required(inputs, 0)?;
         let b = required(inputs, 1)?;
         let av = shift(
@@ -238,14 +275,21 @@ fn scale_bias(
 }
 
 #[derive(Debug)]
-struct DynamicQuantizeMatMul;
+struct DynamicQuantizeMatMul {
+    fast: Option<FastB>,
+}
 
-fn build_dynamic(_: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
-    Ok(Box::new(DynamicQuantizeMatMul))
+fn build_dynamic(ctx: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
+    Ok(Box::new(DynamicQuantizeMatMul {
+        fast: packed(ctx, 1, 3),
+    }))
 }
 
 impl Op for DynamicQuantizeMatMul {
-    fn run(&self, _: &RunCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+    fn run(&self, ctx: &RunCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        if let Some(y) = try_fast(&self.fast, ctx, inputs, matmul_fast::dynamic)? {
+            return Ok(y);
+        }
         let a = required(inputs, 0)?;
         let b = required(inputs, 1)?;
         let xs = f32_values(a, "input 0 (A)")?;
@@ -269,14 +313,21 @@ impl Op for DynamicQuantizeMatMul {
 }
 
 #[derive(Debug)]
-struct MatMulIntegerToFloat;
+struct MatMulIntegerToFloat {
+    fast: Option<FastB>,
+}
 
-fn build_to_float(_: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
-    Ok(Box::new(MatMulIntegerToFloat))
+fn build_to_float(ctx: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
+    Ok(Box::new(MatMulIntegerToFloat {
+        fast: packed(ctx, 1, 5),
+    }))
 }
 
 impl Op for MatMulIntegerToFloat {
-    fn run(&self, _: &RunCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+    fn run(&self, ctx: &RunCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        if let Some(y) = try_fast(&self.fast, ctx, inputs, matmul_fast::to_float)? {
+            return Ok(y);
+        }
         let a = required(inputs, 0)?;
         let b = required(inputs, 1)?;
         let a_scale = scalar_scale(required(inputs, 2)?, "input 2 (a_scale)")?;

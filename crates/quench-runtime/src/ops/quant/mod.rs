@@ -1,15 +1,22 @@
 //! Quantization operators: ONNX (QuantizeLinear, DequantizeLinear,
 //! DynamicQuantizeLinear, QLinearConv, QLinearMatMul, MatMulInteger,
 //! ConvInteger) and the com.microsoft contrib ops (QGemm among them) ORT writes into quantized
-//! models. These are scalar reference kernels: correct first, fast later.
+//! models. Each has a scalar reference kernel; the matmuls, QGemm and the
+//! 2-D convolutions also have a packed int8 path (quench_kernels::int8) for
+//! constant u8/s8 weights, which falls back to the reference for anything else.
 
 use crate::{OpError, Registry};
 use quench_ir::{DType, Tensor, TensorData};
 
 mod contrib;
 mod conv;
+mod conv_fast;
+mod fast;
+#[cfg(test)]
+mod fast_tests;
 mod linear;
 mod matmul;
+mod matmul_fast;
 mod pool;
 mod qgemm;
 
@@ -231,7 +238,27 @@ pub(crate) mod test_util {
 
     /// Builds `node` with no constant inputs and runs it once.
     pub fn run(node: Node, opset: i64, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
-        let none = |_: &str| None;
+        run_const(node, opset, inputs, &[])
+    }
+
+    /// Builds `node` with the inputs at `constant` indices known at build
+    /// (so packed fast paths are taken) and runs it once.
+    pub fn run_const(
+        node: Node,
+        opset: i64,
+        inputs: &[Option<&Tensor>],
+        constant: &[usize],
+    ) -> Result<Vec<Tensor>, OpError> {
+        let names: Vec<(String, &Tensor)> = constant
+            .iter()
+            .filter_map(|&i| {
+                Some((
+                    node.input(i)?.to_string(),
+                    inputs.get(i).copied().flatten()?,
+                ))
+            })
+            .collect();
+        let none = |name: &str| names.iter().find(|(n, _)| n == name).map(|(_, t)| *t);
         let compile = |_: &quench_ir::Graph| -> Result<crate::Plan, crate::RuntimeError> {
             Err(crate::RuntimeError::Invalid("no subgraphs".into()))
         };

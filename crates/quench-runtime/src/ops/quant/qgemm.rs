@@ -4,10 +4,12 @@
 //! `alpha * a_scale * b_scale[n]` and either requantized (when y_scale is
 //! given) or returned as float, as ORT's kernel does, in f32.
 
+use super::fast::{FastB, a_rows, const_or_absent, pack_b, row_zero_points};
 use super::{QType, check_scales, f32_values, int_values, matmul::matmul_i32, scalar_scale};
 use crate::op::{optional, required};
 use crate::{BuildCtx, Op, OpError, Registry, RunCtx, bail_invalid, bail_unsupported};
 use quench_ir::Tensor;
+use quench_kernels::int8::{self, AMat, Out, Post};
 
 pub fn register(r: &mut Registry) {
     r.register("com.microsoft", "QGemm", build);
@@ -18,15 +20,104 @@ struct QGemm {
     alpha: f32,
     trans_a: bool,
     trans_b: bool,
+    /// B packed at build when it and its zero point are constant.
+    fast: Option<FastB>,
 }
 
 fn build(ctx: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
     let n = ctx.node;
+    let trans_b = n.attr_int_or("transB", 0)? != 0;
+    let fast = ctx
+        .constant_input(3)
+        .zip(const_or_absent(ctx, 5))
+        .and_then(|(b, zp)| pack_b(b, zp, trans_b));
     Ok(Box::new(QGemm {
         alpha: n.attr_float_or("alpha", 1.0)?,
         trans_a: n.attr_int_or("transA", 0)? != 0,
-        trans_b: n.attr_int_or("transB", 0)? != 0,
+        trans_b,
+        fast,
     }))
+}
+
+impl QGemm {
+    /// The packed path: A `[M, K]` not transposed, C absent or one value
+    /// per column. `Ok(None)` sends the node to the reference.
+    fn run_fast(
+        &self,
+        f: &FastB,
+        inputs: &[Option<&Tensor>],
+        threads: usize,
+    ) -> Result<Option<Tensor>, OpError> {
+        let a = required(inputs, 0)?;
+        let (k, n) = (f.k(), f.n());
+        if self.trans_a || a.rank() != 2 {
+            return Ok(None);
+        }
+        let (Some((data, m)), Some(za)) =
+            (a_rows(a, k), row_zero_points(optional(inputs, 2), a, false))
+        else {
+            return Ok(None);
+        };
+        let c = match optional(inputs, 6) {
+            None => None,
+            Some(c) => match (c.as_slice::<i32>(), c.shape()) {
+                (Ok(v), [1] | []) => Some(vec![v[0]; n]),
+                (Ok(v), [nn] | [1, nn]) if *nn == n => Some(v.to_vec()),
+                _ => return Ok(None),
+            },
+        };
+        let a_scale = scalar_scale(required(inputs, 1)?, "input 1 (a_scale)")?;
+        let bs_t = required(inputs, 4)?;
+        let bs = f32_values(bs_t, "input 4 (b_scale)")?;
+        check_scales(bs, "input 4 (b_scale)")?;
+        if bs_t.rank() > 1 || (bs.len() != 1 && bs.len() != n) {
+            return Ok(None);
+        }
+        let scales: Vec<f32> = bs.iter().map(|&s| self.alpha * a_scale * s).collect();
+        let am = AMat {
+            data,
+            m,
+            k,
+            lda: k,
+            zero_points: &za,
+        };
+        let shape = vec![m, n];
+        match (optional(inputs, 7), optional(inputs, 8)) {
+            (None, _) => {
+                let mut acc = vec![0i32; m * n];
+                let post = Post::Raw { bias: c.as_deref() };
+                int8::gemm(&am, &f.packed, &post, Out::I32(&mut acc), n, false, threads);
+                let y = acc
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| v as f32 * scales[if scales.len() == 1 { 0 } else { i % n }])
+                    .collect();
+                Ok(Some(Tensor::from_vec(shape, y)?))
+            }
+            (Some(ys), Some(zt)) => {
+                let ys = scalar_scale(ys, "input 7 (y_scale)")?;
+                let q = QType::of(zt.dtype(), "input 8 (y_zero_point)")?;
+                if !matches!(q, QType::U8 | QType::I8) {
+                    return Ok(None);
+                }
+                let zp = super::scalar_zero_point(Some(zt), "input 8 (y_zero_point)")?;
+                let mult: Vec<f32> = scales.iter().map(|s| s / ys).collect();
+                let (lo, hi) = q.range();
+                let post = Post::Requant {
+                    bias: c.as_deref(),
+                    mult: &mult,
+                    zp,
+                    lo,
+                    hi,
+                };
+                let y = super::matmul_fast::requant_out(q, shape, m * n, |out| {
+                    int8::gemm(&am, &f.packed, &post, out, n, false, threads)
+                })?;
+                Ok(Some(y))
+            }
+            _ => Ok(None),
+        }
+    }
 }
 
 /// A rank-2 integer matrix as i32, transposed when asked, minus `zp[col]`.
@@ -71,7 +162,13 @@ fn zero_point(t: Option<&Tensor>, of: &Tensor, what: &str) -> Result<Vec<i32>, O
 }
 
 impl Op for QGemm {
-    fn run(&self, _: &RunCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+    fn run(&self, ctx: &RunCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        if let Some(f) = &self.fast
+            && let Some(y) = self.run_fast(f, inputs, ctx.threads)?
+        {
+            super::fast::hit();
+            return Ok(vec![y]);
+        }
         let a = required(inputs, 0)?;
         let b = required(inputs, 3)?;
         let a_scale = scalar_scale(required(inputs, 1)?, "input 1 (a_scale)")?;
