@@ -15,3 +15,6 @@ pub(crate) mod gradcheck;
 
 pub use engine::{Engine, Tape, Weights};
 pub use error::{Result, TrainError};
+pub mod data;
+pub mod loss;
+pub mod optim;
