@@ -160,6 +160,28 @@ impl Engine {
         })
     }
 
+    /// Float initializers of `graph` that feed an input a gradient can flow
+    /// into: the parameters to train (not running statistics, clip bounds,
+    /// shapes...).
+    pub fn trainable(&self, graph: &Graph) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for n in &self.nodes {
+            for (i, v) in n.inputs.iter().enumerate() {
+                let Some(v) = v else { continue };
+                let name = &self.names[*v];
+                let is_float = graph
+                    .initializers
+                    .get(name)
+                    .is_some_and(|t| t.dtype() == quench_ir::DType::F32);
+                if is_float && n.op.differentiable(i) && seen.insert(name.clone()) {
+                    out.push(name.clone());
+                }
+            }
+        }
+        out
+    }
+
     /// Names of the runtime inputs, in graph order.
     pub fn input_names(&self) -> Vec<&str> {
         self.inputs

@@ -15,6 +15,11 @@ pub(crate) mod gradcheck;
 
 pub use engine::{Engine, Tape, Weights};
 pub use error::{Result, TrainError};
+pub mod checkpoint;
 pub mod data;
 pub mod loss;
 pub mod optim;
+pub mod trainer;
+pub mod zoo;
+
+pub use trainer::{Config, EpochLog, Event, Trainer};

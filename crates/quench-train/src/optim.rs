@@ -57,7 +57,7 @@ impl Optimizer {
                 );
             }
             let slots = match self.kind {
-                OptKind::Sgd { momentum, .. } if momentum == 0.0 => 0,
+                OptKind::Sgd { momentum: 0.0, .. } => 0,
                 OptKind::Sgd { .. } => 1,
                 OptKind::AdamW { .. } => 2,
             };

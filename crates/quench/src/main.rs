@@ -27,6 +27,8 @@ enum Command {
     Eval(cmd::eval::Args),
     /// Per-tensor float vs quantized error (SQNR, cosine, max abs), worst first.
     Compare(cmd::compare::Args),
+    /// Train a zoo model or fine-tune an ONNX model on labelled images.
+    Train(cmd::train::Args),
     /// Quantization config files.
     #[command(subcommand)]
     Config(cmd::config::Command),
@@ -47,6 +49,7 @@ fn main() {
         Command::Quantize(a) => cmd::quantize::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Compare(a) => cmd::compare::run(a),
+        Command::Train(a) => cmd::train::run(a),
         Command::Config(c) => cmd::config::run(c),
     };
     if let Err(e) = result {
