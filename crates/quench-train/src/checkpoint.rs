@@ -46,7 +46,7 @@ pub fn save(t: &Trainer, dir: &Path) -> Result<PathBuf> {
             ))
         })
         .collect::<Result<Vec<_>>>()?;
-    let json = |v: &dyn erased::Ser| v.to_json();
+    let json = |v: std::result::Result<String, serde_json::Error>| v.unwrap_or_default();
     let mut meta = HashMap::new();
     meta.insert("format".into(), "quench-train/1".into());
     meta.insert("epoch".into(), t.epoch.to_string());
@@ -54,8 +54,8 @@ pub fn save(t: &Trainer, dir: &Path) -> Result<PathBuf> {
     meta.insert("step".into(), t.step.to_string());
     meta.insert("opt_steps".into(), t.opt.steps.to_string());
     meta.insert("seed".into(), t.cfg.seed.to_string());
-    meta.insert("sums".into(), json(&t.sums));
-    meta.insert("history".into(), json(&t.history));
+    meta.insert("sums".into(), json(serde_json::to_string(&t.sums)));
+    meta.insert("history".into(), json(serde_json::to_string(&t.history)));
     let buf = safetensors::serialize(views, Some(meta)).map_err(st_err)?;
     let path = dir.join(FILE);
     quench_ir::fs::write_atomic(&path, &buf).map_err(|e| TrainError::Io {
@@ -63,17 +63,6 @@ pub fn save(t: &Trainer, dir: &Path) -> Result<PathBuf> {
         source: e,
     })?;
     Ok(path)
-}
-
-mod erased {
-    pub trait Ser {
-        fn to_json(&self) -> String;
-    }
-    impl<T: serde::Serialize> Ser for T {
-        fn to_json(&self) -> String {
-            serde_json::to_string(self).unwrap_or_default()
-        }
-    }
 }
 
 /// Restores `dir/checkpoint.safetensors` into `t`; false when there is none.

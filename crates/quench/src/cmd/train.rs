@@ -229,6 +229,13 @@ pub fn run(a: Args) -> Result<()> {
         val.len(),
         train.chw
     );
+    let initial = if a.model.is_some() && t.step == 0 {
+        let (l, acc) = t.evaluate(&val)?;
+        eprintln!("before training: val loss {l:.4} acc {:.2}%", acc * 100.0);
+        Some(json!({ "val_loss": l, "val_acc": acc }))
+    } else {
+        None
+    };
     let per_epoch = train.len().div_ceil(a.batch.max(1)) as u64;
     let style =
         indicatif::ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
@@ -244,7 +251,7 @@ pub fn run(a: Args) -> Result<()> {
     let log_path = a.log.clone();
     let write_log = |history: &[quench_train::EpochLog]| -> Result<()> {
         if let Some(p) = &log_path {
-            let v = json!({ "config": config, "parameters": params, "epochs": history });
+            let v = json!({ "config": config, "parameters": params, "initial": initial, "epochs": history });
             quench_ir::fs::write_atomic(p, serde_json::to_string_pretty(&v)?.as_bytes())
                 .with_context(|| format!("cannot write {}", p.display()))?;
         }
