@@ -147,7 +147,12 @@ pub fn run(a: Args) -> Result<()> {
         }
     };
     train.normalize(&mean, &std)?;
-    val.normalize(&mean, &std)?;
+    // Under auto, a validation set that is already normalised (float .npz
+    // outside [0, 1]) is left as it is.
+    let val_in_unit = val.images.iter().all(|&v| (0.0..=1.0).contains(&v));
+    if a.norm != "auto" || val_in_unit {
+        val.normalize(&mean, &std)?;
+    }
     // The value of a black pixel, for padding and crops.
     let fill: Vec<f32> = if a.norm == "none" || (a.norm == "auto" && !in_unit) {
         vec![train.images.iter().copied().fold(f32::INFINITY, f32::min); c]
