@@ -29,6 +29,8 @@ enum Command {
     Compare(cmd::compare::Args),
     /// Latency and throughput on random inputs (median/p90, optionally per node).
     Bench(cmd::bench::Args),
+    /// Train a zoo model or fine-tune an ONNX model on labelled images.
+    Train(cmd::train::Args),
     /// Quantization config files.
     #[command(subcommand)]
     Config(cmd::config::Command),
@@ -50,6 +52,7 @@ fn main() {
         Command::Eval(a) => cmd::eval::run(a),
         Command::Compare(a) => cmd::compare::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Train(a) => cmd::train::run(a),
         Command::Config(c) => cmd::config::run(c),
     };
     if let Err(e) = result {

@@ -5,6 +5,7 @@ pub mod eval;
 pub mod inspect;
 pub mod quantize;
 pub mod run;
+pub mod train;
 
 use anyhow::{Context, Result};
 use std::path::Path;

@@ -1,0 +1,165 @@
+//! `quench train` end to end on the bundled digits set.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("quench-train-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn train(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_quench"));
+    c.arg("train")
+        .arg("--data")
+        .arg(root().join("data/digits/digits.csv.gz"))
+        .args(["--val", "split:30", "--threads", "2", "--seed", "1"])
+        .args(args);
+    c
+}
+
+#[test]
+fn trains_a_zoo_model_and_writes_onnx_and_log() {
+    let d = tmp("zoo");
+    let (out, log) = (d.join("m.onnx"), d.join("log.json"));
+    let o = train(&[
+        "--zoo",
+        "lenet",
+        "--width",
+        "0.5",
+        "--epochs",
+        "2",
+        "--crop-pad",
+        "1",
+    ])
+    .arg("-o")
+    .arg(&out)
+    .arg("--log")
+    .arg(&log)
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&log).unwrap()).unwrap();
+    let epochs = v["epochs"].as_array().unwrap();
+    assert_eq!(epochs.len(), 2);
+    let val = |e: usize, k: &str| epochs[e][k].as_f64().unwrap();
+    assert!(
+        val(1, "val_loss") < val(0, "val_loss") && val(1, "val_acc") > 0.6,
+        "{v}"
+    );
+    let m = quench_onnx::load_model(&out).unwrap();
+    assert!(
+        m.graph
+            .nodes
+            .iter()
+            .any(|n| n.op_type == "BatchNormalization")
+    );
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn kill_then_resume_ends_like_an_uninterrupted_run() {
+    let d = tmp("resume");
+    let args = [
+        "--zoo", "resnet8", "--width", "0.5", "--epochs", "2", "--batch", "16",
+    ];
+    let full = d.join("full.onnx");
+    let o = train(&args).arg("-o").arg(&full).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let ck = d.join("ck");
+    let part = d.join("part.onnx");
+    let mut child = train(&args)
+        .arg("-o")
+        .arg(&part)
+        .arg("--checkpoint-dir")
+        .arg(&ck)
+        .args(["--checkpoint-every", "7"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let file = ck.join("checkpoint.safetensors");
+    let t0 = std::time::Instant::now();
+    while !file.exists() && t0.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(file.exists());
+    let o = train(&args)
+        .arg("-o")
+        .arg(&part)
+        .arg("--checkpoint-dir")
+        .arg(&ck)
+        .arg("--resume")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("resuming at epoch"), "{err}");
+    assert_eq!(std::fs::read(&full).unwrap(), std::fs::read(&part).unwrap());
+    // No temp file is left next to the checkpoint.
+    assert_eq!(std::fs::read_dir(&ck).unwrap().count(), 1);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn fine_tunes_a_pytorch_export_and_its_loss_falls() {
+    let d = tmp("ft");
+    let log = d.join("log.json");
+    let o = train(&[
+        "--epochs",
+        "1",
+        "--input-size",
+        "28",
+        "--lr",
+        "1e-3",
+        "--crop-pad",
+        "0",
+    ])
+    .arg("--model")
+    .arg(root().join("examples/mnist/bn_cnn.onnx"))
+    .arg("-o")
+    .arg(d.join("ft.onnx"))
+    .arg("--log")
+    .arg(&log)
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&log).unwrap()).unwrap();
+    let before = v["initial"]["val_loss"].as_f64().unwrap();
+    let after = v["epochs"][0]["val_loss"].as_f64().unwrap();
+    assert!(after < before * 0.5, "{before} -> {after}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn nan_loss_stops_with_the_step() {
+    let d = tmp("nan");
+    let o = train(&[
+        "--zoo",
+        "mlp",
+        "--epochs",
+        "1",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "1e30",
+        "--schedule",
+        "constant",
+    ])
+    .arg("-o")
+    .arg(d.join("m.onnx"))
+    .output()
+    .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("at step") && err.contains("loss is"), "{err}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
