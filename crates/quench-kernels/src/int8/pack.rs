@@ -112,6 +112,10 @@ impl PackedB {
 
 impl std::fmt::Debug for PackedB {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PackedB {{ k: {}, n: {}, zero points: {} }}", self.k, self.n, self.has_zp)
+        write!(
+            f,
+            "PackedB {{ k: {}, n: {}, zero points: {} }}",
+            self.k, self.n, self.has_zp
+        )
     }
 }
