@@ -13,11 +13,13 @@ pub mod conv;
 mod epilogue;
 mod kernels;
 mod pack;
+mod round;
 #[cfg(test)]
 mod tests;
 
 pub use epilogue::{Out, Post};
 pub use pack::PackedB;
+pub use round::{quantize_u8, round_half_even};
 
 use epilogue::OutPtr;
 use std::borrow::Cow;

@@ -328,10 +328,8 @@ impl Op for DynamicQuantizeLinear {
         let x = required(inputs, 0)?;
         let xs = f32_values(x, "input 0 (x)")?;
         let (scale, zp) = dynamic_params(xs)?;
-        let y: Vec<u8> = xs
-            .iter()
-            .map(|&v| ((v / scale).round_ties_even() + zp as f32).clamp(0.0, 255.0) as u8)
-            .collect();
+        let mut y = vec![0u8; xs.len()];
+        quench_kernels::int8::quantize_u8(xs, scale, zp, &mut y);
         Ok(vec![
             Tensor::from_vec(x.shape().to_vec(), y)?,
             Tensor::scalar(scale),

@@ -213,10 +213,8 @@ pub(crate) fn dynamic(f: &FastB, inputs: &[Option<&Tensor>], threads: usize) -> 
     }
     let xs = f32_values(a, "input 0 (A)")?;
     let (scale, zp) = super::linear::dynamic_params(xs)?;
-    let q: Vec<u8> = xs
-        .iter()
-        .map(|&v| ((v / scale).round_ties_even() + zp as f32).clamp(0.0, 255.0) as u8)
-        .collect();
+    let mut q = vec![0u8; xs.len()];
+    quench_kernels::int8::quantize_u8(xs, scale, zp, &mut q);
     let m = q.len() / f.k();
     let (b_scale, bias) = (required(inputs, 2)?, optional(inputs, 4));
     let za = [zp as i32];
