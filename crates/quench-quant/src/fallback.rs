@@ -12,7 +12,7 @@
 //! Calibration is not repeated: keeping nodes float only removes Q/DQ points.
 
 use crate::calibrate::Batch;
-use crate::passes::{convert_qdq, prepare};
+use crate::passes::{Prepared, convert_qdq, prepare};
 use crate::{QParams, QuantConfig, QuantError};
 use quench_ir::{Model, Tensor};
 use quench_runtime::Session;
@@ -103,8 +103,7 @@ fn sqnr_db(signal: f64, noise: f64) -> f64 {
 
 /// The quantized units of `cfg`'s plan: fusion groups whose members are all
 /// quantized, then every other quantized node, in plan order.
-fn units(model: &Model, cfg: &QuantConfig) -> Result<Vec<Vec<String>>, QuantError> {
-    let prepared = prepare(model, cfg)?;
+fn units(prepared: &Prepared) -> Vec<Vec<String>> {
     let quantized: HashSet<&str> = prepared
         .plan
         .quantized_nodes
@@ -124,35 +123,35 @@ fn units(model: &Model, cfg: &QuantConfig) -> Result<Vec<Vec<String>>, QuantErro
         seen.extend(unit.iter().cloned());
         out.push(unit);
     }
-    Ok(out)
+    out
 }
 
 /// Chooses nodes to keep float so the output SQNR (vs float, on `batches`)
 /// reaches `target_db`, keeping at most `max_units` units float.
 ///
-/// `model` is the float model given to [`crate::quantize::quantize_static`]
-/// and `qparams` its calibration result under `cfg`.
+/// `model` is the float model given to [`crate::quantize::quantize_static`],
+/// `prepared` what [`prepare`] made of it under `cfg`, `float` the session
+/// that calibrated it and `qparams` the calibration result.
+#[allow(clippy::too_many_arguments)]
 pub fn choose_float_nodes(
     model: &Model,
     cfg: &QuantConfig,
+    prepared: &Prepared,
+    float: &Session,
     qparams: &BTreeMap<String, QParams>,
     batches: &[Batch],
     target_db: f64,
     max_units: usize,
-    threads: usize,
 ) -> Result<FallbackReport, QuantError> {
     if batches.is_empty() {
         return Err(QuantError::Config(
             "fallback: no calibration samples to measure on".into(),
         ));
     }
-    let float = prepare(model, cfg)?.model;
-    let session = Session::new(&float, threads)
-        .map_err(|e| QuantError::Config(format!("fallback: cannot run the float model: {e}")))?;
     let reference = batches
         .iter()
         .map(|b| {
-            session
+            float
                 .run(b.clone())
                 .map(|o| o.into_iter().map(|(_, t)| t).collect())
                 .map_err(|e| QuantError::Config(format!("fallback: float run: {e}")))
@@ -164,7 +163,7 @@ pub fn choose_float_nodes(
         qparams,
         batches,
         reference,
-        threads,
+        threads: float.threads(),
         evaluations: 0,
     };
     let before = eval.sqnr(&[])?;
@@ -182,7 +181,7 @@ pub fn choose_float_nodes(
     // Each unit's own cost: the output noise with only that unit quantized.
     // Noise powers of independent sources add, so the units to keep float
     // are the loudest ones, until the rest fit the target's noise budget.
-    let all = units(model, cfg)?;
+    let all = units(prepared);
     let mut noise: Vec<(f64, usize)> = Vec::new();
     for (i, _) in all.iter().enumerate() {
         let others: Vec<String> = all
@@ -228,7 +227,8 @@ pub fn choose_float_nodes(
     Ok(report)
 }
 
-fn batch_len(b: &Batch) -> usize {
+/// Samples in a batch: the first input's leading dimension.
+pub(crate) fn batch_len(b: &Batch) -> usize {
     b.first()
         .and_then(|(_, t)| t.shape().first().copied())
         .unwrap_or(1)
@@ -305,14 +305,19 @@ mod tests {
 
     #[test]
     fn no_batches_is_an_error() {
+        let model = cubic_model();
+        let cfg = QuantConfig::default();
+        let prepared = prepare(&model, &cfg).unwrap();
+        let float = Session::new(&prepared.model, 1).unwrap();
         let e = choose_float_nodes(
-            &cubic_model(),
-            &QuantConfig::default(),
+            &model,
+            &cfg,
+            &prepared,
+            &float,
             &BTreeMap::new(),
             &[],
             30.0,
             4,
-            1,
         )
         .unwrap_err();
         assert!(e.to_string().contains("no calibration samples"), "{e}");

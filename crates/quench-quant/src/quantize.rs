@@ -2,7 +2,7 @@
 //! calibrate on sample batches, convert to QDQ, optionally to integer-only ops.
 
 use crate::calibrate::{Batch, Calibration, calibrate};
-use crate::fallback::{FallbackReport, choose_float_nodes};
+use crate::fallback::{FallbackReport, batch_len, choose_float_nodes};
 use crate::passes::{ConvertReport, PrepareReport, QuantPlan, convert_qdq, prepare};
 use crate::{Format, IntReport, QuantConfig, QuantError, to_int};
 use quench_ir::Model;
@@ -52,10 +52,7 @@ pub fn quantize_static(
         if let Ok(b) = b
             && kept_samples < wanted
         {
-            kept_samples += b
-                .first()
-                .and_then(|(_, t)| t.shape().first().copied())
-                .unwrap_or(1);
+            kept_samples += batch_len(b);
             kept.push(b.clone());
         }
     });
@@ -66,17 +63,17 @@ pub fn quantize_static(
         batches,
         progress,
     )?;
-    drop(session);
     let fallback = match cfg.fallback_sqnr_db {
         Some(target) => {
             let report = choose_float_nodes(
                 model,
                 cfg,
+                &prepared,
+                &session,
                 &calibration.qparams,
                 &kept,
                 target,
                 cfg.fallback_max_nodes,
-                threads,
             )?;
             if !report.kept_float.is_empty() {
                 let mut cfg = cfg.clone();

@@ -6,7 +6,7 @@
 use super::weights::{self, Quantized};
 use super::{Ctx, QuantizedNode, Rewrite};
 use crate::QuantError;
-use quench_ir::{Attr, DType, Graph, Node};
+use quench_ir::{DType, Graph, Node};
 
 fn bad(e: quench_ir::IrError) -> QuantError {
     QuantError::Graph(e.to_string())
@@ -103,8 +103,7 @@ pub(super) fn rewrite(ctx: &mut Ctx, graph: &Graph, node: &Node) -> Result<Rewri
             &[&xq, &xs, &xzp],
         ),
         conv,
-        Node::new("Cast", &ctx.unique(&format!("{b}_cast")), &[&acc], &[&accf])
-            .with_attr("to", Attr::Int(DType::F32.to_onnx() as i64)),
+        super::matmul::cast_float(&ctx.unique(&format!("{b}_cast")), &acc, &accf),
         Node::new(
             "Mul",
             &ctx.unique(&format!("{b}_scales_mul")),

@@ -274,7 +274,8 @@ fn contrib(ctx: &mut Ctx, node: &Node, plan: &Plan, w: &QWeight) -> Result<Vec<N
     finish(ctx, node, plan, vec![n], &y)
 }
 
-fn cast_float(name: &str, x: &str, y: &str) -> Node {
+/// `Cast(x) -> y` to float32: the int32 accumulator on its way to the scale Mul.
+pub(super) fn cast_float(name: &str, x: &str, y: &str) -> Node {
     Node::new("Cast", name, &[x], &[y]).with_attr("to", Attr::Int(DType::F32.to_onnx() as i64))
 }
 
