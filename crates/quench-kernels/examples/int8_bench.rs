@@ -144,4 +144,59 @@ fn main() {
         tf * 1e3,
         tf / ti
     );
+
+    // Transformer shapes (MiniLM, seq 128): dynamic quantization of A, the
+    // packed GEMM with the dequantizing epilogue, and fp32 sgemm alongside.
+    for (m, k, n) in [(128, 384, 384), (128, 384, 1536), (128, 1536, 384)] {
+        let af: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 37 % 211) as f32 - 105.0) * 0.01)
+            .collect();
+        let bi: Vec<i8> = (0..k * n).map(|i| (i * 17 % 256) as i8).collect();
+        let bf: Vec<f32> = bi.iter().map(|&x| x as f32 * 0.01).collect();
+        let packed = PackedB::from_i8(&bi, k, n, &[0]);
+        let bs = vec![0.01f32; n];
+        let mut q = vec![0u8; m * k];
+        let mut y = vec![0f32; m * n];
+        let (mut tq, mut tg, mut tf) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..reps {
+            let t = Instant::now();
+            for _ in 0..10 {
+                int8::quantize_u8(&af, 0.02, 128, &mut q);
+            }
+            tq.push(t.elapsed().as_secs_f64() / 10.0);
+            let am = AMat {
+                data: AData::U8(&q),
+                m,
+                k,
+                lda: k,
+                zero_points: &[128],
+            };
+            let post = Post::Dequant {
+                a_scale: &[0.02],
+                b_scale: &bs,
+                bias: None,
+            };
+            let t = Instant::now();
+            for _ in 0..10 {
+                int8::gemm(&am, &packed, &post, Out::F32(&mut y), n, false, 1);
+            }
+            tg.push(t.elapsed().as_secs_f64() / 10.0);
+            let t = Instant::now();
+            for _ in 0..10 {
+                quench_kernels::gemm::sgemm(m, n, k, &af, &bf, &mut y, 0.0, 1);
+            }
+            tf.push(t.elapsed().as_secs_f64() / 10.0);
+        }
+        let (tq, tg, tf) = (median(tq), median(tg), median(tf));
+        let ops = 2.0 * (m * n * k) as f64;
+        println!(
+            "dynamic {m}x{k}x{n}: quantize A {:.3} ms, int8 gemm {:.0} GOP/s ({:.3} ms), fp32 {:.0} GFLOP/s ({:.3} ms): {:.2}x",
+            tq * 1e3,
+            ops / tg / 1e9,
+            tg * 1e3,
+            ops / tf / 1e9,
+            tf * 1e3,
+            tf / (tq + tg)
+        );
+    }
 }

@@ -6,3 +6,4 @@ pub mod gemm;
 pub mod gemv;
 pub mod int8;
 pub mod pool;
+pub mod vmath;

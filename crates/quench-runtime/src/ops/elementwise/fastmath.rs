@@ -1,6 +1,6 @@
 //! Branch-free f32 exponential that the compiler can vectorise (libm's `expf`
-//! is an opaque call per element). Used by Sigmoid and Softmax, the hot
-//! transcendental ops of real models.
+//! is an opaque call per element). Used by Softmax over a strided axis; the
+//! contiguous cases use quench_kernels::vmath.
 
 /// `e^x` for f32 within ~2 ulp; saturates to 0 / +inf outside the f32 range
 /// and propagates NaN.
@@ -39,12 +39,6 @@ pub fn exp_f32(x: f32) -> f32 {
     } else {
         y
     }
-}
-
-/// Logistic sigmoid for f32, vectorisable.
-#[inline(always)]
-pub fn sigmoid_f32(x: f32) -> f32 {
-    1.0 / (1.0 + exp_f32(-x))
 }
 
 #[cfg(test)]

@@ -1,13 +1,13 @@
 //! Unary element-wise maths (activations, rounding, transcendental functions)
 //! and Clip.
 
-use super::broadcast::unary_map;
-use super::fastmath::sigmoid_f32;
+use super::broadcast::{fill_chunks, unary_map};
 use super::num::{Float, Num};
 use super::{dispatch_float, dispatch_num, unsupported_dtype};
 use crate::op::{optional, required};
 use crate::{BuildCtx, Op, OpError, Registry, RunCtx, bail_invalid};
-use quench_ir::{Elem, Tensor};
+use quench_ir::{Elem, Tensor, TensorData};
+use quench_kernels::vmath;
 
 pub fn register(r: &mut Registry) {
     for name in [
@@ -178,8 +178,11 @@ impl Op for Unary {
         let t = ctx.threads;
         let shape = x.shape().to_vec();
         let out = match (self.kind, x.data()) {
-            (Kind::Sigmoid, quench_ir::TensorData::F32(v)) => {
-                Tensor::from_vec(shape, unary_map(v, t, sigmoid_f32))?
+            (Kind::Sigmoid, TensorData::F32(v)) => Tensor::from_vec(shape, vmap(v, t, vmath::sigmoid))?,
+            (Kind::Erf, TensorData::F32(v)) => Tensor::from_vec(shape, vmap(v, t, vmath::erf))?,
+            (Kind::Exp, TensorData::F32(v)) => Tensor::from_vec(shape, vmap(v, t, vmath::exp))?,
+            (Kind::Gelu { tanh: false }, TensorData::F32(v)) => {
+                Tensor::from_vec(shape, vmap(v, t, vmath::gelu))?
             }
             (k, d) => {
                 dispatch_float!(d, T, v => Tensor::from_vec(shape, float_kernel::<T>(k, v, t))?,
@@ -189,6 +192,13 @@ impl Op for Unary {
         };
         Ok(vec![out])
     }
+}
+
+/// A vectorised slice kernel over `x`, in parallel chunks when large.
+fn vmap(x: &[f32], threads: usize, kernel: fn(&[f32], &mut [f32])) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    fill_chunks(&mut out, threads, |start, o| kernel(&x[start..start + o.len()], o));
+    out
 }
 
 /// Integer forms of the unary ops defined on integers (None for the rest).

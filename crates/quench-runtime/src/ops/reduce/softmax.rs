@@ -160,6 +160,28 @@ fn softmax<T: Float>(
     y
 }
 
+/// Softmax over contiguous rows of `n`: the vectorised row kernel.
+fn softmax_rows_f32(x: &[f32], n: usize, log: bool, threads: usize) -> Vec<f32> {
+    let mut y = vec![0f32; x.len()];
+    if n == 0 {
+        return y;
+    }
+    let rows = |xc: &[f32], yc: &mut [f32]| {
+        for (xr, yr) in xc.chunks_exact(n).zip(yc.chunks_exact_mut(n)) {
+            quench_kernels::vmath::softmax_row(xr, yr, log);
+        }
+    };
+    if threads > 1 && x.len() > PAR_THRESHOLD {
+        let per = (PAR_THRESHOLD / 4 / n).max(1) * n;
+        y.par_chunks_mut(per)
+            .zip(x.par_chunks(per))
+            .for_each(|(yc, xc)| rows(xc, yc));
+    } else {
+        rows(x, &mut y);
+    }
+    y
+}
+
 impl Op for Softmax {
     fn run(&self, ctx: &RunCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let x = required(inputs, 0)?;
@@ -174,6 +196,7 @@ impl Op for Softmax {
         };
         let t = ctx.threads;
         let out = match x.data() {
+            TensorData::F32(v) if inner == 1 => softmax_rows_f32(v, n, self.log, t),
             TensorData::F32(v) => softmax(v, n, inner, self.log, t, exp_f32),
             TensorData::F64(v) => {
                 let y = softmax(v, n, inner, self.log, t, f64::exp);
