@@ -93,14 +93,18 @@ impl Plan {
     ) -> Result<Plan, RuntimeError> {
         let opsets = opset_map(model);
         let plain = Plan::compile(&model.graph, registry, &opsets, &[])?;
-        let can_fuse = registry
-            .get(crate::optimize::DOMAIN, crate::optimize::FUSED_CONV)
-            .is_some();
-        if !options.fuse || !can_fuse {
+        if !options.fuse {
             return Ok(plain);
         }
         let opset = opsets.get("").copied().unwrap_or(21);
-        let Some(nodes) = crate::optimize::fuse_conv_chains(&model.graph, opset) else {
+        let g = &model.graph;
+        let conv = registry
+            .get(crate::optimize::DOMAIN, crate::optimize::FUSED_CONV)
+            .and_then(|_| crate::optimize::fuse_conv_chains(g, opset));
+        let gelu = registry.get("", "Gelu").and_then(|_| {
+            crate::optimize::fuse_gelu(conv.as_deref().unwrap_or(&g.nodes), g)
+        });
+        let Some(nodes) = gelu.or(conv) else {
             return Ok(plain);
         };
         let g = &model.graph;

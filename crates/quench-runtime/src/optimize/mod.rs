@@ -1,4 +1,5 @@
-//! Graph rewrites applied when a plan is built. Today one: a Conv whose only
+//! Graph rewrites applied when a plan is built. Erf-based Gelu chains become
+//! one Gelu (gelu.rs); and a Conv whose only
 //! reader is an activation (Relu, Clip with constant bounds, LeakyRelu), or a
 //! residual Add optionally followed by one, becomes a single `FusedConv`
 //! node that applies them to its output while it is hot in cache, instead of
@@ -7,7 +8,12 @@
 //! Fused-away values are never materialised, so a plan keeps an unfused twin
 //! for runs that observe every value (see [`crate::Plan`]).
 
-use quench_ir::{Attr, Graph, Node, Tensor};
+mod gelu;
+mod index;
+
+pub use gelu::fuse_gelu;
+use index::Index;
+use quench_ir::{Attr, Graph, Node};
 use std::collections::{HashMap, HashSet};
 
 /// Domain of the internal ops this pass emits (never in a model file).
@@ -18,7 +24,7 @@ pub const DOMAIN: &str = "quench.internal";
 pub const FUSED_CONV: &str = "FusedConv";
 
 /// The activation a Conv can absorb, with its parameters.
-fn activation(n: &Node, opset: i64, consts: &HashMap<&str, &Tensor>) -> Option<(String, Vec<f32>)> {
+fn activation(n: &Node, opset: i64, index: &Index) -> Option<(String, Vec<f32>)> {
     if !n.domain.is_empty() && n.domain != "ai.onnx" {
         return None;
     }
@@ -39,11 +45,7 @@ fn activation(n: &Node, opset: i64, consts: &HashMap<&str, &Tensor>) -> Option<(
             let bound = |i: usize, default: f32| -> Option<f32> {
                 match n.input(i) {
                     None => Some(default),
-                    Some(name) => {
-                        let t = consts.get(name)?;
-                        let v = t.as_slice::<f32>().ok()?;
-                        (v.len() == 1).then(|| v[0])
-                    }
+                    Some(name) => index.scalar(name),
                 }
             };
             Some((
@@ -63,42 +65,8 @@ fn is_onnx(n: &Node, op: &str) -> bool {
 /// `opset` is the default domain's version (Clip's bounds moved from
 /// attributes to inputs in opset 11).
 pub fn fuse_conv_chains(graph: &Graph, opset: i64) -> Option<Vec<Node>> {
-    // Readers of each value; graph outputs and subgraph reads count as
-    // readers that cannot be fused into.
-    let mut readers: HashMap<&str, Vec<Option<usize>>> = HashMap::new();
-    for (i, n) in graph.nodes.iter().enumerate() {
-        for name in n.inputs.iter().filter(|s| !s.is_empty()) {
-            readers.entry(name).or_default().push(Some(i));
-        }
-        for name in quench_ir::graph::subgraph_free_names(n) {
-            readers.entry(name).or_default().push(None);
-        }
-    }
-    for o in &graph.outputs {
-        readers.entry(&o.name).or_default().push(None);
-    }
-    let only_reader = |name: &str| -> Option<usize> {
-        match readers.get(name).map(Vec::as_slice) {
-            Some([Some(j)]) => Some(*j),
-            _ => None,
-        }
-    };
-    let mut consts: HashMap<&str, &Tensor> = graph
-        .initializers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v))
-        .collect();
-    for n in &graph.nodes {
-        if is_onnx(n, "Constant")
-            && n.inputs.is_empty()
-            && let (Some(out), Some((_, Attr::Tensor(t)))) = (n.outputs.first(), n.attrs.first())
-        {
-            consts.insert(out, t);
-        }
-    }
-    for vi in &graph.inputs {
-        consts.remove(vi.name.as_str());
-    }
+    let index = Index::new(&graph.nodes, graph);
+    let only_reader = |name: &str| index.only_reader(name);
 
     let mut removed: HashSet<usize> = HashSet::new();
     let mut replaced: HashMap<usize, Node> = HashMap::new();
@@ -130,7 +98,7 @@ pub fn fuse_conv_chains(graph: &Graph, opset: i64) -> Option<Vec<Node>> {
         if let Some(j) = next {
             let n = &graph.nodes[j];
             if n.outputs.len() == 1
-                && let Some(a) = activation(n, opset, &consts)
+                && let Some(a) = activation(n, opset, &index)
             {
                 act = Some(a);
                 absorbed.push(j);
