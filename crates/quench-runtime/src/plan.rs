@@ -101,9 +101,9 @@ impl Plan {
         let conv = registry
             .get(crate::optimize::DOMAIN, crate::optimize::FUSED_CONV)
             .and_then(|_| crate::optimize::fuse_conv_chains(g, opset));
-        let gelu = registry.get("", "Gelu").and_then(|_| {
-            crate::optimize::fuse_gelu(conv.as_deref().unwrap_or(&g.nodes), g)
-        });
+        let gelu = registry
+            .get("", "Gelu")
+            .and_then(|_| crate::optimize::fuse_gelu(conv.as_deref().unwrap_or(&g.nodes), g));
         let Some(nodes) = gelu.or(conv) else {
             return Ok(plain);
         };

@@ -19,7 +19,7 @@ mod tests;
 
 pub use epilogue::{Out, Post};
 pub use pack::PackedB;
-pub use round::{quantize_u8, round_half_even};
+pub use round::{min_max, quantize_u8, quantize_u8_at, round_half_even};
 
 use epilogue::OutPtr;
 use std::borrow::Cow;

@@ -39,7 +39,8 @@ impl<'a> Index<'a> {
         for n in nodes {
             if is_onnx(n, "Constant")
                 && n.inputs.is_empty()
-                && let (Some(out), Some((_, Attr::Tensor(t)))) = (n.outputs.first(), n.attrs.first())
+                && let (Some(out), Some((_, Attr::Tensor(t)))) =
+                    (n.outputs.first(), n.attrs.first())
             {
                 consts.insert(out, t);
             }

@@ -116,7 +116,10 @@ fn fuses_both_gelu_orders_and_keeps_results() {
         let y = y.1.as_slice::<f32>().unwrap();
         for (&v, &got) in xs.iter().zip(y) {
             let want = 0.5 * v as f64 * (1.0 + libm_erf(v as f64 / std::f64::consts::SQRT_2));
-            assert!((got as f64 - want).abs() < 1e-5, "gelu({v}) = {got}, want {want}");
+            assert!(
+                (got as f64 - want).abs() < 1e-5,
+                "gelu({v}) = {got}, want {want}"
+            );
         }
     }
 }
@@ -144,7 +147,11 @@ fn gelu_chain_with_a_shared_middle_value_is_left_alone() {
     );
     scalar_inits(
         &mut g,
-        &[("sqrt2", std::f32::consts::SQRT_2), ("one", 1.0), ("half", 0.5)],
+        &[
+            ("sqrt2", std::f32::consts::SQRT_2),
+            ("one", 1.0),
+            ("half", 0.5),
+        ],
     );
     assert!(fuse_gelu(&g.nodes, &g).is_none());
     // A wrong constant (x/2 instead of x/√2) is not Gelu.

@@ -178,7 +178,9 @@ impl Op for Unary {
         let t = ctx.threads;
         let shape = x.shape().to_vec();
         let out = match (self.kind, x.data()) {
-            (Kind::Sigmoid, TensorData::F32(v)) => Tensor::from_vec(shape, vmap(v, t, vmath::sigmoid))?,
+            (Kind::Sigmoid, TensorData::F32(v)) => {
+                Tensor::from_vec(shape, vmap(v, t, vmath::sigmoid))?
+            }
             (Kind::Erf, TensorData::F32(v)) => Tensor::from_vec(shape, vmap(v, t, vmath::erf))?,
             (Kind::Exp, TensorData::F32(v)) => Tensor::from_vec(shape, vmap(v, t, vmath::exp))?,
             (Kind::Gelu { tanh: false }, TensorData::F32(v)) => {
@@ -197,7 +199,9 @@ impl Op for Unary {
 /// A vectorised slice kernel over `x`, in parallel chunks when large.
 fn vmap(x: &[f32], threads: usize, kernel: fn(&[f32], &mut [f32])) -> Vec<f32> {
     let mut out = vec![0f32; x.len()];
-    fill_chunks(&mut out, threads, |start, o| kernel(&x[start..start + o.len()], o));
+    fill_chunks(&mut out, threads, |start, o| {
+        kernel(&x[start..start + o.len()], o)
+    });
     out
 }
 

@@ -313,8 +313,11 @@ pub(crate) fn dynamic_params(xs: &[f32]) -> Result<(f32, u8), OpError> {
     if xs.is_empty() {
         bail_invalid!("input 0 (x) is empty; its range is undefined");
     }
-    let max = xs.iter().copied().fold(0f32, f32::max);
-    let min = xs.iter().copied().fold(0f32, f32::min);
+    let Some((lo, hi)) = quench_kernels::int8::min_max(xs) else {
+        bail_invalid!("input 0 (x) holds NaN; its range is undefined");
+    };
+    // The range always includes 0, so that 0 is exactly representable.
+    let (min, max) = (lo.min(0.0), hi.max(0.0));
     if !(max.is_finite() && min.is_finite()) {
         bail_invalid!("input 0 (x) holds non-finite values; its range is undefined");
     }
