@@ -8,12 +8,15 @@ use quench_kernels::activation::{sigmoid, tanh};
 use quench_kernels::gemm::{sgemm, sgemm_strided};
 
 /// What backward needs of one direction, by X row: the activated gates
-/// (i, o, f, c), the cell state after the step and the states before it.
+/// (i, o, f, c), the cell state after the step and the hidden state before
+/// it (a GEMM operand of dR). The cell state before a step is the previous
+/// step's row, or `c0`.
 pub(super) struct DirSaved {
     pub acts: Vec<f32>,
     pub c: Vec<f32>,
-    pub cprev: Vec<f32>,
     pub hprev: Vec<f32>,
+    /// Initial cell state, `[batch, hidden]`.
+    pub c0: Vec<f32>,
 }
 
 pub(super) struct DirFwd {
@@ -72,8 +75,8 @@ pub(super) fn forward(io: &Io, d: usize, rev: bool, threads: usize, save: bool) 
     let mut sv = save.then(|| DirSaved {
         acts: vec![0f32; rows * gh],
         c: vec![0f32; rows * hid],
-        cprev: vec![0f32; rows * hid],
         hprev: vec![0f32; rows * hid],
+        c0: c.clone(),
     });
     let mut gates = vec![0f32; batch * gh];
     for s in 0..dims.max_len() {
@@ -103,7 +106,6 @@ pub(super) fn forward(io: &Io, d: usize, rev: bool, threads: usize, save: bool) 
             let cb = &mut c[b * hid..(b + 1) * hid];
             if let Some(sv) = sv.as_mut() {
                 sv.hprev[hr.clone()].copy_from_slice(hb);
-                sv.cprev[hr.clone()].copy_from_slice(cb);
             }
             step(g, cb, hb, p, hid);
             y[hr.clone()].copy_from_slice(hb);
@@ -186,11 +188,15 @@ pub(super) fn backward(
                 crate::op::add_into(dhb, &gy[at..at + hid]);
             }
             let out = &mut dstep[b * gh..(b + 1) * gh];
+            let cp = match prev_row(dims, t, b, rev) {
+                Some(q) => &sv.c[q * hid..(q + 1) * hid],
+                None => &sv.c0[b * hid..(b + 1) * hid],
+            };
             cell_grad(
                 Cell {
                     a: &sv.acts[gr.clone()],
-                    c: &sv.c[hr.clone()],
-                    cp: &sv.cprev[hr],
+                    c: &sv.c[hr],
+                    cp,
                     p,
                 },
                 dhb,
@@ -214,6 +220,17 @@ pub(super) fn backward(
         dc0: dc,
         dp,
     }
+}
+
+/// The row entry `b` processed just before step `t` (`None`: the first step).
+fn prev_row(dims: &Dims, t: usize, b: usize, rev: bool) -> Option<usize> {
+    let len = dims.lens.get(b).copied().unwrap_or(0);
+    let q = if rev {
+        (t + 1 < len).then_some(t + 1)
+    } else {
+        t.checked_sub(1)
+    };
+    q.map(|q| dims.x_row(q, b))
 }
 
 /// The saved values of one cell update.

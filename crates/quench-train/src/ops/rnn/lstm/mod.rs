@@ -3,8 +3,8 @@
 //! initial_h/c; both layouts; forward, reverse and bidirectional).
 //!
 //! Forward projects every step's input with one GEMM, then runs one `h · Rᵀ`
-//! GEMM per step; it saves the activated gates and the cell and hidden states
-//! around each step. Backward walks the steps in reverse with one `dgates · R`
+//! GEMM per step; it saves the activated gates, the cell state after and the
+//! hidden state before each step (6·hidden floats a step and entry). Backward walks the steps in reverse with one `dgates · R`
 //! GEMM per step, then gets dX, dW and dR as single GEMMs over all steps.
 
 mod cell;
