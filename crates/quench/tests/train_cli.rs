@@ -1,5 +1,7 @@
 //! `quench train` end to end on the bundled digits set.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -161,5 +163,66 @@ fn nan_loss_stops_with_the_step() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("at step") && err.contains("loss is"), "{err}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn trains_the_row_lstm_and_quench_and_onnxruntime_run_it() {
+    let d = tmp("lstm");
+    let (out, log) = (d.join("lstm.onnx"), d.join("log.json"));
+    let o = train(&[
+        "--zoo", "lstm", "--width", "0.25", "--epochs", "2", "--batch", "32", "--lr", "1e-2",
+    ])
+    .arg("-o")
+    .arg(&out)
+    .arg("--log")
+    .arg(&log)
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&log).unwrap()).unwrap();
+    assert_eq!(v["config"]["crop_pad"], 0, "{v}");
+    let val = |e: usize, k: &str| v["epochs"][e][k].as_f64().unwrap();
+    // Chance is ln 10 = 2.30.
+    assert!(
+        val(1, "val_loss") < val(0, "val_loss") && val(1, "val_loss") < 1.5,
+        "{v}"
+    );
+    let m = quench_onnx::load_model(&out).unwrap();
+    assert!(m.graph.nodes.iter().any(|n| n.op_type == "LSTM"));
+
+    // `quench run` runs the saved model, and ONNX Runtime agrees with it.
+    let x: Vec<f32> = (0..3 * 64)
+        .map(|i| ((i * 37) % 17) as f32 / 8.0 - 1.0)
+        .collect();
+    let x = quench_ir::Tensor::from_vec(vec![3, 1, 8, 8], x).unwrap();
+    let inputs = d.join("x.npz");
+    quench_data::write_npz(&inputs, &[("input".into(), x)]).unwrap();
+    let res = d.join("res");
+    let o = common::quench(&[
+        "run",
+        out.to_str().unwrap(),
+        "--inputs",
+        inputs.to_str().unwrap(),
+        "-o",
+        res.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let logits = quench_data::read_npy(&res.join("logits.npy")).unwrap();
+    assert_eq!(logits.shape(), &[3, 10]);
+    if let Some(cache) = common::cache_dir("venv/bin/python") {
+        let check = Command::new(common::python(&cache))
+            .arg(root().join("scripts/dynamic/check_ort_run.py"))
+            .args([&out, &inputs, &res])
+            .args(["--atol", "1e-4"])
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
     std::fs::remove_dir_all(&d).unwrap();
 }

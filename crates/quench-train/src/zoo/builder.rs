@@ -37,12 +37,12 @@ impl Builder {
         "input".into()
     }
 
-    fn name(&mut self, op: &str) -> String {
+    pub(super) fn name(&mut self, op: &str) -> String {
         self.count += 1;
         format!("{op}_{}", self.count)
     }
 
-    fn param(&mut self, name: String, shape: Vec<usize>, v: Vec<f32>) -> String {
+    pub(super) fn param(&mut self, name: String, shape: Vec<usize>, v: Vec<f32>) -> String {
         // Shapes built here always match their buffers.
         if let Ok(t) = Tensor::from_vec(shape, v) {
             self.g.initializers.insert(name.clone(), t);
@@ -50,7 +50,7 @@ impl Builder {
         name
     }
 
-    fn uniform(&mut self, n: usize, bound: f32) -> Vec<f32> {
+    pub(super) fn uniform(&mut self, n: usize, bound: f32) -> Vec<f32> {
         (0..n)
             .map(|_| (self.rng.uniform() * 2.0 - 1.0) * bound)
             .collect()
@@ -173,6 +173,23 @@ impl Builder {
 
     pub fn flatten(&mut self, x: &str) -> String {
         self.node("Flatten", &[x], vec![("axis", Attr::Int(1))])
+    }
+
+    /// Adds a node built elsewhere in the zoo (several outputs, say).
+    pub(super) fn push(&mut self, n: Node) {
+        self.g.nodes.push(n);
+    }
+
+    pub fn transpose(&mut self, x: &str, perm: &[i64]) -> String {
+        self.node("Transpose", &[x], vec![("perm", Attr::Ints(perm.to_vec()))])
+    }
+
+    pub fn reshape(&mut self, x: &str, shape: &[i64]) -> String {
+        let s = format!("{}_shape", self.name("reshape"));
+        if let Ok(t) = Tensor::from_vec(vec![shape.len()], shape.to_vec()) {
+            self.g.initializers.insert(s.clone(), t);
+        }
+        self.node("Reshape", &[x, &s], vec![])
     }
 
     pub fn dropout(&mut self, x: &str, ratio: f32) -> String {

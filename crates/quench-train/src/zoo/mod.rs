@@ -2,6 +2,7 @@
 //! PyTorch's default initialisation, ready to train or save as ONNX.
 
 mod builder;
+mod lstm;
 
 pub use builder::Builder;
 
@@ -9,10 +10,10 @@ use crate::{Result, invalid};
 use quench_ir::Model;
 
 /// Zoo model names.
-pub const NAMES: &[&str] = &["mlp", "lenet", "resnet8", "resnet18", "mobilenetv2"];
+pub const NAMES: &[&str] = &["mlp", "lenet", "resnet8", "resnet18", "mobilenetv2", "lstm"];
 
 /// Builds zoo model `name` for `chw` inputs and `classes` outputs; `width`
-/// scales channel counts (MobileNetV2's width_mult).
+/// scales channel counts (MobileNetV2's width_mult; the LSTM's hidden size).
 pub fn build(name: &str, chw: [usize; 3], classes: usize, width: f32, seed: u64) -> Result<Model> {
     if !(width > 0.0 && width <= 8.0) {
         invalid!("width {width} must be in (0, 8]");
@@ -97,6 +98,7 @@ pub fn build(name: &str, chw: [usize; 3], classes: usize, width: f32, seed: u64)
             let f = b.flatten(&g);
             (b.dropout(&f, 0.2), last)
         }
+        "lstm" => (lstm::row_lstm(&mut b, &x, chw, w(128)), w(128)),
         o => invalid!("unknown zoo model '{o}' (one of {})", NAMES.join(", ")),
     };
     let logits = b.linear(&feat.0, feat.1, classes);

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Zoo model to build: mlp, lenet, resnet8, resnet18, mobilenetv2.
+    /// Zoo model to build: mlp, lenet, resnet8, resnet18, mobilenetv2, lstm.
     #[arg(long, conflicts_with = "model", required_unless_present = "model")]
     zoo: Option<String>,
     /// Channel width multiplier of the zoo model.
@@ -58,9 +58,10 @@ pub struct Args {
     /// Pad images (centred) to SIZE x SIZE before training and evaluation.
     #[arg(long)]
     input_size: Option<usize>,
-    /// Random crop after padding by this many pixels (0: off).
-    #[arg(long, default_value_t = 2)]
-    crop_pad: usize,
+    /// Random crop after padding by this many pixels (0: off). Default 2, but 0
+    /// for the row LSTM, which reads the rows as a sequence.
+    #[arg(long)]
+    crop_pad: Option<usize>,
     /// Random horizontal flips (not for digits).
     #[arg(long)]
     hflip: bool,
@@ -120,6 +121,11 @@ pub fn run(a: Args) -> Result<()> {
     {
         bail!("-o {} would overwrite an input", a.output.display());
     }
+    let crop_pad = a.crop_pad.unwrap_or(if a.zoo.as_deref() == Some("lstm") {
+        0
+    } else {
+        2
+    });
     let (mut train, mut val) = load_data(&a)?;
     if train.chw != val.chw {
         bail!(
@@ -202,7 +208,7 @@ pub fn run(a: Args) -> Result<()> {
         seed: a.seed,
         threads,
         augment: Augment {
-            crop_pad: a.crop_pad,
+            crop_pad,
             hflip: a.hflip,
             fill,
         },
@@ -249,7 +255,7 @@ pub fn run(a: Args) -> Result<()> {
     let config = json!({
         "model": name, "width": a.width, "epochs": a.epochs, "batch": a.batch, "lr": a.lr,
         "optimizer": a.optimizer, "weight_decay": a.weight_decay, "schedule": a.schedule,
-        "seed": a.seed, "threads": threads, "input_size": a.input_size, "crop_pad": a.crop_pad,
+        "seed": a.seed, "threads": threads, "input_size": a.input_size, "crop_pad": crop_pad,
         "train_images": train.len(), "val_images": val.len(), "norm_mean": mean, "norm_std": std,
     });
     let params = t.parameters();
