@@ -140,6 +140,7 @@ pub fn run(args: Args) -> Result<()> {
             .with_context(|| format!("running {}", args.model.display()))?;
     }
     let mut times = Vec::with_capacity(args.runs);
+    let mut cpu_times = Vec::with_capacity(args.runs);
     // Per node (in first-seen order): op type and one time per run.
     let mut nodes: Vec<(String, String, Vec<Duration>)> = Vec::new();
     // Keyed by the node's address in the plan: names may be empty or repeated.
@@ -162,13 +163,19 @@ pub fn run(args: Args) -> Result<()> {
         if args.per_layer {
             hooks.on_node_time = Some(&mut record);
         }
-        let start = Instant::now();
+        let feed = feeds.clone();
+        let (start, cpu_start) = (Instant::now(), process_cpu_ms());
         session
-            .run_with(feeds.clone(), &mut hooks)
+            .run_with(feed, &mut hooks)
             .with_context(|| format!("running {}", args.model.display()))?;
         times.push(start.elapsed().as_secs_f64() * 1e3);
+        if let (Some(a), Some(b)) = (cpu_start, process_cpu_ms()) {
+            cpu_times.push(b - a);
+        }
     }
     times.sort_by(|a, b| a.total_cmp(b));
+    cpu_times.sort_by(|a, b| a.total_cmp(b));
+    let cpu_median = (!cpu_times.is_empty()).then(|| percentile(&cpu_times, 50.0));
     let median = percentile(&times, 50.0);
     let p90 = percentile(&times, 90.0);
     let throughput = args.batch as f64 * 1e3 / median;
@@ -192,6 +199,7 @@ pub fn run(args: Args) -> Result<()> {
             "min_ms": times[0],
             "max_ms": times[times.len() - 1],
             "throughput_per_s": throughput,
+            "cpu_median_ms": cpu_median,
         });
         if args.per_layer {
             j["layers"] = layers
@@ -215,6 +223,11 @@ pub fn run(args: Args) -> Result<()> {
         times[0],
         times[times.len() - 1]
     );
+    if let Some(c) = cpu_median {
+        println!(
+            "process CPU time per run: median {c:.3} ms (steadier than wall time on a shared machine)"
+        );
+    }
     println!("throughput: {throughput:.1} inferences/s");
     if args.per_layer {
         let total: f64 = layers.iter().map(|l| l.2).sum();
@@ -244,4 +257,21 @@ mod tests {
         assert!(err.contains("--shape x="), "{err}");
         assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 50.0), 2.0);
     }
+}
+
+/// CPU time of the whole process (all threads) in ms: unlike wall time, it
+/// does not count the time other processes hold the cores.
+fn process_cpu_ms() -> Option<f64> {
+    #[cfg(unix)]
+    {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // Safety: clock_gettime writes one timespec we own.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+        (rc == 0).then(|| ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6)
+    }
+    #[cfg(not(unix))]
+    None
 }
