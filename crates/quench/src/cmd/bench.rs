@@ -242,23 +242,6 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shapes_parse_and_symbolic_dims_need_a_shape() {
-        assert_eq!(parse_shape("x=1x3x2").unwrap(), ("x".into(), vec![1, 3, 2]));
-        assert!(parse_shape("x=1xq").is_err());
-        let dims = [Dim::Symbol("n".into()), Dim::Fixed(3)];
-        assert_eq!(input_shape("x", Some(&dims), 4).unwrap(), vec![4, 3]);
-        let dims = [Dim::Fixed(1), Dim::Symbol("h".into())];
-        let err = input_shape("x", Some(&dims), 1).unwrap_err().to_string();
-        assert!(err.contains("--shape x="), "{err}");
-        assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 50.0), 2.0);
-    }
-}
-
 /// CPU time of the whole process (all threads) in ms: unlike wall time, it
 /// does not count the time other processes hold the cores.
 fn process_cpu_ms() -> Option<f64> {
@@ -274,4 +257,21 @@ fn process_cpu_ms() -> Option<f64> {
     }
     #[cfg(not(unix))]
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_parse_and_symbolic_dims_need_a_shape() {
+        assert_eq!(parse_shape("x=1x3x2").unwrap(), ("x".into(), vec![1, 3, 2]));
+        assert!(parse_shape("x=1xq").is_err());
+        let dims = [Dim::Symbol("n".into()), Dim::Fixed(3)];
+        assert_eq!(input_shape("x", Some(&dims), 4).unwrap(), vec![4, 3]);
+        let dims = [Dim::Fixed(1), Dim::Symbol("h".into())];
+        let err = input_shape("x", Some(&dims), 1).unwrap_err().to_string();
+        assert!(err.contains("--shape x="), "{err}");
+        assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 50.0), 2.0);
+    }
 }
