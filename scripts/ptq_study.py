@@ -490,6 +490,20 @@ def debug(work, res):
 
 
 # ------------------------------------------------------------------------------------------------ report
+def git_head():
+    try:
+        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+
+
+def when(res, section):
+    """When a section's numbers were measured (sections merged from older runs keep their own date)."""
+    m = res.get("measured", {}).get(section)
+    return f"Measured {m}." if m else "From an earlier run of this script (date not recorded; see the notes)."
+
+
 def f1(v, nd=1):
     return "–" if v is None else (f"{v:.{nd}f}" if isinstance(v, (int, float)) else str(v))
 
@@ -501,8 +515,8 @@ def report(res, args):
          f"{res['load_start']}). Raw numbers: `ptq_study.json`.", ""]
     if "mnist" in res:
         rows = res["mnist"]["rows"]
-        L += ["## 1. MNIST top-1 (1,000 test images)", "",
-              "Quench QDQ, backend x86 (u8 asymmetric activations, s8 symmetric per-channel weights), calibration on the first N "
+        L += ["## 1. MNIST top-1 (1,000 test images)", "", when(res, "mnist"), "",
+              "Quench QDQ (default settings, so with bias correction), backend x86 (u8 asymmetric activations, s8 symmetric per-channel weights), calibration on the first N "
               "images of `examples/mnist/calib.npz` in batches of 10. *Quench RT* = Quench's own runtime (`quench eval`), "
               "*in ORT* = the same QDQ file run by onnxruntime, *ORT qs* = onnxruntime `quantize_static` (QDQ, per-channel, "
               "QUInt8/QInt8, same N and batches; from `examples/mnist/ort_baseline.json`, made by `scripts/mnist/ort_ptq.py`; "
@@ -531,7 +545,7 @@ def report(res, args):
         L.append("")
     if "real" in res:
         d = res["real_data"]
-        L += ["## 2. Real third-party models: output SQNR vs float (held-out inputs)", "",
+        L += ["## 2. Real third-party models: output SQNR vs float (held-out inputs)", "", when(res, "real"), "",
               "Both int8 models are QDQ, per-channel, u8 activations / s8 weights, calibrated on the same samples and run "
               "by onnxruntime on the same held-out inputs (*Quench RT* = Quench's QDQ file run by Quench). "
               "ORT `quantize_static` gets ORT's recommended `quant_pre_process` first "
@@ -556,7 +570,7 @@ def report(res, args):
             L.append(f"| {r['model']} | {r['calibrator']} | {f1(q)} | {f1(r.get('quench_sqnr_qrt'))} | {f1(o)} | {ok} | {ag} | {note} |")
         L.append("")
     if "speed" in res:
-        L += ["## 3. Calibration cost: wall time and peak memory", "",
+        L += ["## 3. Calibration cost: wall time and peak memory", "", when(res, "speed"), "",
               f"`quench quantize` whole process (load, fuse, calibrate, write; wall time and peak RSS of the process via "
               f"wait4) vs ORT `quantize_static` on the same model (ORT pre-processed) and samples, batch 10: ORT *call* = the "
               f"quantize_static call alone (excludes Python/ORT import and data loading — favours ORT), *proc* = its whole "
@@ -572,7 +586,7 @@ def report(res, args):
         L.append("")
     if "debug" in res:
         d = res["debug"]
-        L += ["## 4. mobilenetv2_w05: where the error comes from", "",
+        L += ["## 4. mobilenetv2_w05: where the error comes from", "", when(res, "debug"), "",
               f"Drop > 0.1 point with every calibrator: **{'yes' if d['every_calibrator_drops'] else 'no'}**. "
               "`quench compare` (float vs Quench QDQ calibrated on N=1000, 100 test images), worst tensors first:", ""]
         for cal, c in d["by_calibrator"].items():
@@ -607,7 +621,28 @@ def report(res, args):
               "target 30 dB, 8 nodes at most: keeps `p2o.Mul.34` (10.1 dB when quantized alone) and `p2o.Conv.7` float; "
               "held-out SQNR 14.3 → 15.3 dB (ORT 14.4). magika MinMax, target 25 dB: keeps `LayerNorm_0/truediv_1` and "
               "`LayerNorm_0/Square_1` float; held-out 3.7 → 12.1 dB. Commands: `quench quantize MODEL -o OUT --calib "
-              "$W/NAME.calib.npz --batch 5 --fallback-sqnr 30` (25 for magika), SQNR with ORT on $W/NAME.hold.npz.", ""]
+              "$W/NAME.calib.npz --batch 5 --fallback-sqnr 30` (25 for magika), SQNR with ORT on $W/NAME.hold.npz.",
+              "- Section 2 was not re-run when sections 1, 3 and 4 were regenerated (2026-11-22 07:xx): ORT's det calibration "
+              "needs > 8 GiB and tens of minutes on the shared machine. Its table is the 02:04 run: before the ORT MinMax "
+              "patch above (so det's ORT 11.4 dB is the unpatched figure) and before Quench's bias correction was on.",
+              "- Bias correction (`bias_correction = true`, the default since 2026-11-22; `--no-bias-correction` turns it "
+              "off): each Conv/Gemm/MatMul bias gets `(W − Wq)·E[x]`, with E[x] the per-input-channel mean of the layer's "
+              "input over the calibration batches. Hand-run on/off comparison on MNIST (all 24 model × calibrator × N "
+              "cases of section 1, `quench eval` top-1 on the 1,000 test images): top-1 higher with it in 9 cases "
+              "(resnet8 minmax/1000 98.2 → 98.5, percentile/100 98.3 → 98.4, mse/1000 98.3 → 98.4; mobilenetv2_w05 minmax/100 "
+              "97.2 → 97.4, minmax/1000 97.3 → 97.5, entropy/100 97.5 → 97.7, percentile/100 97.3 → 97.5, mse/1000 97.2 → "
+              "97.3), lower in 1 (mobilenetv2_w05 entropy/1000 97.6 → 97.5), equal in 14 (all of bn_cnn). Output SQNR moves "
+              "both ways (resnet8 minmax/1000 +2.4 dB, percentile/100 −2.0 dB). mobilenetv2_w05 still drops 0.2-0.4 point "
+              "with minmax/100, percentile/1000 and mse (section 1).",
+              "- Calibration speed (section 3 was measured at commit ee30616, before bias correction was on; it adds one "
+              "pass over each Conv/Gemm/MatMul input per batch): the load average was 12-13 on the 2 shared cores, so both "
+              "tools ran several times slower than on an idle machine and the ratios are noisy. The work itself, as CPU "
+              "time of the whole `quench quantize` process on one thread (`perf stat` task-clock, old and new binaries "
+              "run back to back, batch 10), went from 66/526 ms to 59/476 ms (resnet8 minmax N=100/1000), 238/1137 → "
+              "108/748 ms (resnet8 entropy), 203/1543 → 177/1381 ms (mobilenetv2_w05 minmax), 997/4132 → 388/2551 ms "
+              "(mobilenetv2_w05 entropy): histogram binning and the entropy search were made cheaper; minmax is bound by "
+              "the float convolutions themselves. With 2 threads, batches now run concurrently (one single-threaded run "
+              "per thread, observers fed in batch order so results are bit-identical to 1 thread).", ""]
     L += ["## Commands", "", "Reproduce everything (release build, then the study; `--only mnist,real,speed,debug` picks sections, "
           "`--merge old.json` keeps the other sections of an earlier run):", "", "```",
           "cargo build --release -p quench", "~/.cache/quench/venv/bin/python scripts/ptq_study.py", "```", "",
@@ -657,7 +692,9 @@ def main():
     for name, fn in (("mnist", mnist), ("real", real), ("speed", lambda w, r: speed(w, r, args.reps)), ("debug", debug)):
         if name in parts:
             print(f"== {name} (load {load_avg()})", flush=True)
+            started = time.strftime("%Y-%m-%d %H:%M")
             fn(work, res)
+            res.setdefault("measured", {})[name] = f"{started} to {time.strftime('%H:%M')}, commit {git_head()}"
     res["seconds"] = time.time() - t0
     res["commands"] = [c.replace(str(work), "$W") for c in COMMANDS]
     (ROOT / "ptq_study.json").write_text(json.dumps(res, indent=1, default=str))

@@ -10,6 +10,7 @@
 //! has fed that observer — so every range is bit-identical for any `T`, also
 //! for histograms, whose bins depend on the order batches arrive in.
 
+use crate::bias_correction::ChannelAxis;
 use crate::{CalibrationMethod, ObservedRange, Observer, QParams, QParamsConfig, QuantError};
 use quench_ir::Tensor;
 use quench_runtime::{RunCtx, RunHooks, Session};
@@ -26,8 +27,14 @@ pub type Batch = Vec<(String, Tensor)>;
 pub struct Calibration {
     pub ranges: BTreeMap<String, ObservedRange>,
     pub qparams: BTreeMap<String, QParams>,
+    /// Per-channel means of the tensors asked for (bias correction).
+    pub means: BTreeMap<String, Vec<f64>>,
     pub batches: usize,
 }
+
+/// Per-batch channel sums and counts of one tensor, summed in batch order at
+/// the end so the means do not depend on which worker finished first.
+type ChannelSums = Mutex<BTreeMap<usize, (Vec<f64>, u64)>>;
 
 /// One tensor's observer and whose turn it is to feed it.
 struct Slot {
@@ -46,6 +53,7 @@ struct SlotState {
 struct Observers {
     slots: Vec<Slot>,
     index: HashMap<String, usize>,
+    means: HashMap<String, (ChannelAxis, ChannelSums)>,
     abort: AtomicBool,
 }
 
@@ -82,6 +90,11 @@ impl Observers {
 
     /// Feeds `t` as batch `b`'s value of tensor `name`, if it is a target.
     fn observe(&self, name: &str, b: usize, t: &Tensor) -> Result<(), Outcome> {
+        if let Some((axis, sums)) = self.means.get(name)
+            && let Some(s) = channel_sums(t, *axis)
+        {
+            sums.lock().unwrap_or_else(|e| e.into_inner()).insert(b, s);
+        }
         let Some(&i) = self.index.get(name) else {
             return Ok(());
         };
@@ -165,6 +178,7 @@ impl Observers {
 pub fn calibrate(
     session: &Session,
     targets: &[(String, QParamsConfig)],
+    means: &[(String, ChannelAxis)],
     method: &CalibrationMethod,
     batches: impl Iterator<Item = Result<Batch, QuantError>>,
     progress: &mut dyn FnMut(usize),
@@ -188,6 +202,10 @@ pub fn calibrate(
     let obs = Observers {
         slots,
         index,
+        means: means
+            .iter()
+            .map(|(n, a)| (n.clone(), (*a, Mutex::new(BTreeMap::new()))))
+            .collect(),
         abort: AtomicBool::new(false),
     };
     let workers = match batches.size_hint() {
@@ -230,12 +248,55 @@ pub fn calibrate(
         batches: count,
         ..Default::default()
     };
+    for (name, (_, sums)) in obs.means {
+        let sums = sums.into_inner().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = channel_means(sums.into_values()) {
+            out.means.insert(name, m);
+        }
+    }
     for ((name, _), r) in targets.iter().zip(chosen) {
         let (range, qp) = r?;
         out.qparams.insert(name.clone(), qp);
         out.ranges.insert(name.clone(), range);
     }
     Ok(out)
+}
+
+/// Sums of `t` per channel of `axis`, and the element count per channel.
+fn channel_sums(t: &Tensor, axis: ChannelAxis) -> Option<(Vec<f64>, u64)> {
+    let data = t.as_slice::<f32>().ok()?;
+    let shape = t.shape();
+    let a = axis.index(shape.len())?;
+    let ch = shape[a];
+    let inner: usize = shape[a + 1..].iter().product();
+    if ch == 0 || inner == 0 {
+        return None;
+    }
+    let mut sums = vec![0.0f64; ch];
+    for (k, run) in data.chunks(inner).enumerate() {
+        sums[k % ch] += run.iter().map(|&v| f64::from(v)).sum::<f64>();
+    }
+    Some((sums, (data.len() / ch) as u64))
+}
+
+/// Means from per-batch sums (in batch order); `None` if the channel count
+/// changed between batches or nothing was seen.
+fn channel_means(batches: impl Iterator<Item = (Vec<f64>, u64)>) -> Option<Vec<f64>> {
+    let mut total: Option<(Vec<f64>, u64)> = None;
+    for (s, n) in batches {
+        match &mut total {
+            None => total = Some((s, n)),
+            Some((t, c)) => {
+                if t.len() != s.len() {
+                    return None;
+                }
+                t.iter_mut().zip(&s).for_each(|(a, b)| *a += b);
+                *c += n;
+            }
+        }
+    }
+    let (t, c) = total?;
+    (c > 0).then(|| t.iter().map(|v| v / c as f64).collect())
 }
 
 /// One batch at a time, each run using the session's threads.
@@ -381,6 +442,7 @@ mod tests {
         let c = calibrate(
             &s,
             &targets,
+            &[],
             &CalibrationMethod::min_max(),
             vec![batch(vec![-1.0, 2.0]), batch(vec![0.5, 3.0])].into_iter(),
             &mut |n| seen = n,
@@ -393,6 +455,7 @@ mod tests {
         let err = calibrate(
             &s,
             &targets,
+            &[],
             &CalibrationMethod::min_max(),
             vec![batch(vec![f32::NAN])].into_iter(),
             &mut |_| {},
@@ -443,6 +506,7 @@ mod tests {
                 let c = calibrate(
                     &s,
                     &targets,
+                    &[],
                     &method,
                     varied_batches(9).into_iter(),
                     &mut |n| last = n,
@@ -472,6 +536,7 @@ mod tests {
         let err = calibrate(
             &s,
             &targets,
+            &[],
             &CalibrationMethod::entropy(),
             batches.into_iter(),
             &mut |_| {},
@@ -484,6 +549,7 @@ mod tests {
         let err = calibrate(
             &s,
             &targets,
+            &[],
             &CalibrationMethod::min_max(),
             batches.into_iter(),
             &mut |_| {},
