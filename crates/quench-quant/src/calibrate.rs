@@ -360,8 +360,18 @@ fn run_parallel(
                 loop {
                     let job = job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
                     let Ok((b, batch)) = job else { break };
-                    let outcome = obs.run_batch(b, batch, |batch, hooks| {
-                        session.plan().run(ctx, batch, hooks).map(|_| ())
+                    // A panicking op must not leave the other workers waiting
+                    // for a turn that never comes: it fails the batch instead.
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        obs.run_batch(b, batch, |batch, hooks| {
+                            session.plan().run(ctx, batch, hooks).map(|_| ())
+                        })
+                    }))
+                    .unwrap_or_else(|_| {
+                        Outcome::Failed(QuantError::Config(format!(
+                            "calibration run {}: the runtime panicked",
+                            b + 1
+                        )))
                     });
                     if done_tx.send((b, outcome)).is_err() {
                         break;
