@@ -644,7 +644,11 @@ def report(res, args):
               "108/748 ms (resnet8 entropy), 203/1543 → 177/1381 ms (mobilenetv2_w05 minmax), 997/4132 → 388/2551 ms "
               "(mobilenetv2_w05 entropy): histogram binning and the entropy search were made cheaper; minmax is bound by "
               "the float convolutions themselves. With 2 threads, batches now run concurrently (one single-threaded run "
-              "per thread, observers fed in batch order so results are bit-identical to 1 thread).", ""]
+              "per thread, observers fed in batch order so results are bit-identical to 1 thread).",
+              "- Section 3's *Quench peak MiB* is not Quench's own peak: the child started from Python keeps its parent's "
+              "RSS high-water mark across exec (84/100 MiB = the Python process). `/usr/bin/time -f %M` on the same "
+              "commands (2026-11-22 07:43, code of commit e036d19, bias correction on): resnet8 minmax 21/23 MiB, entropy "
+              "24/24 MiB; mobilenetv2_w05 minmax 41/48 MiB, entropy 43/50 MiB (N=100/1000).", ""]
     L += ["## Commands", "", "Reproduce everything (release build, then the study; `--only mnist,real,speed,debug` picks sections, "
           "`--merge old.json` keeps the other sections of an earlier run):", "", "```",
           "cargo build --release -p quench", "~/.cache/quench/venv/bin/python scripts/ptq_study.py", "```", "",
