@@ -17,6 +17,7 @@
 //! QuantizeLinear/DequantizeLinear model, checked in ONNX Runtime by
 //! `scripts/check_qdq_models.py`).
 
+pub mod bias_correction;
 pub mod calibrate;
 pub mod config;
 pub mod dynamic;
@@ -28,6 +29,7 @@ pub mod passes;
 pub mod qparams;
 pub mod quantize;
 
+pub use bias_correction::BiasCorrectionReport;
 pub use config::{Backend, CalibrationKind, Format, NodeQuant, Override, QuantConfig};
 pub use dynamic::{DynamicConfig, DynamicFormat, DynamicReport, quantize_dynamic};
 pub use error::QuantError;

@@ -1,6 +1,7 @@
 //! Static post-training quantization end to end: prepare (fold, fuse, place),
 //! calibrate on sample batches, convert to QDQ, optionally to integer-only ops.
 
+use crate::bias_correction::{BiasCorrectionReport, correct_biases, mean_inputs};
 use crate::calibrate::{Batch, Calibration, calibrate};
 use crate::fallback::{FallbackReport, batch_len, choose_float_nodes};
 use crate::passes::{ConvertReport, PrepareReport, QuantPlan, convert_qdq, prepare};
@@ -18,6 +19,8 @@ pub struct Quantized {
     pub int: Option<IntReport>,
     /// What the accuracy-driven fallback measured, when it ran.
     pub fallback: Option<FallbackReport>,
+    /// The biases bias correction shifted, when it ran.
+    pub bias_correction: Option<BiasCorrectionReport>,
 }
 
 /// Quantizes `model` with `cfg`, calibrating on `batches` (at most `cfg.samples`
@@ -56,9 +59,15 @@ pub fn quantize_static(
             kept.push(b.clone());
         }
     });
+    let means = if cfg.bias_correction {
+        mean_inputs(&prepared.model.graph, &prepared.plan)
+    } else {
+        Vec::new()
+    };
     let calibration = calibrate(
         &session,
         &targets,
+        &means,
         &cfg.calibration_method(),
         batches,
         progress,
@@ -84,6 +93,15 @@ pub fn quantize_static(
         }
         None => None,
     };
+    let bias_correction = if cfg.bias_correction {
+        Some(correct_biases(
+            &mut prepared.model.graph,
+            &prepared.plan,
+            &calibration.means,
+        )?)
+    } else {
+        None
+    };
     let (qdq, convert) = convert_qdq(&prepared.model, &prepared.plan, &calibration.qparams)?;
     let (model, int) = match cfg.format {
         Format::Qdq => (qdq, None),
@@ -100,5 +118,6 @@ pub fn quantize_static(
         convert,
         int,
         fallback,
+        bias_correction,
     })
 }

@@ -301,3 +301,68 @@ fn fallback_keeps_the_costliest_nodes_float_and_says_so() {
         &["--fallback-sqnr"],
     );
 }
+
+#[test]
+fn bias_correction_is_on_by_default_and_can_be_turned_off() {
+    let dir = temp_dir("quantize-bias-correction");
+    let ex = repo().join("examples/mnist");
+    let args = |out: &Path, extra: &[&'static str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "quantize",
+            p(&ex.join("resnet8.onnx")),
+            "-o",
+            p(out),
+            "--calib",
+            p(&ex.join("calib.npz")),
+            "--samples",
+            "20",
+            "--batch",
+            "10",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |out: &Path, extra: &[&'static str]| {
+        let a = args(out, extra);
+        ok(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let (on, off) = (dir.join("on.onnx"), dir.join("off.onnx"));
+    let summary = run(&on, &[]);
+    let line = summary
+        .lines()
+        .find(|l| l.starts_with("bias correction:"))
+        .unwrap_or_else(|| panic!("no bias correction line: {summary}"));
+    let shifted: usize = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(shifted >= 5, "{line}");
+    let summary = run(&off, &["--no-bias-correction"]);
+    assert!(!summary.contains("bias correction:"), "{summary}");
+    // Only the int32 biases differ; the corrected model is as accurate.
+    assert_ne!(std::fs::read(&on).unwrap(), std::fs::read(&off).unwrap());
+    let t = |m: &Path| top1(&ok(&["eval", p(m), "--data", p(&ex.join("test.npz"))]));
+    assert!(t(&on) >= t(&off) - 0.2, "{} vs {}", t(&on), t(&off));
+    // The config key, overridden by the flag.
+    let cfg = dir.join("q.toml");
+    std::fs::write(&cfg, "bias_correction = false\n").unwrap();
+    for (flag, expect) in [(None, false), (Some("--bias-correction"), true)] {
+        let mut a = args(&dir.join("cfg.onnx"), &[]);
+        a.extend(["--config".to_string(), p(&cfg).to_string()]);
+        a.extend(flag.map(String::from));
+        let summary = ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(summary.contains("bias correction:"), expect, "{summary}");
+    }
+    assert_error(
+        &[
+            "quantize",
+            p(&ex.join("resnet8.onnx")),
+            "-o",
+            p(&dir.join("d.onnx")),
+            "--mode",
+            "dynamic",
+            "--bias-correction",
+        ],
+        &["--bias-correction"],
+    );
+}

@@ -14,7 +14,7 @@
 //! which adjacent bins are merged in pairs (an exact re-binning) so memory
 //! stays bounded whatever the data.
 
-use super::{ObservedRange, Observer, RangeChooser, check_batch, min_max};
+use super::{ObservedRange, Observer, RangeChooser, check_shape, scan_batch};
 use crate::QuantError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,13 +129,26 @@ impl Histogram {
         self.counts.is_empty()
     }
 
+    /// A signed histogram over `[-1, 1]` holding `counts` (tests of choosers).
+    #[cfg(test)]
+    pub(crate) fn from_counts(counts: Vec<u64>) -> Histogram {
+        let n = counts.len();
+        Histogram {
+            cfg: HistogramConfig::new(n, HistogramMode::Signed),
+            edges: outer_linspace(-1.0, 1.0, n),
+            counts,
+            threshold: 1.0,
+            min: -1.0,
+            max: 1.0,
+        }
+    }
+
     /// Adds a batch of values of tensor `name` (named in errors).
     pub fn add(&mut self, name: &str, data: &[f32]) -> Result<(), QuantError> {
-        check_batch(name, data, &[data.len()])?;
+        let (lo, hi) = scan_batch(name, data, &[data.len()])?;
         if data.is_empty() {
             return Ok(());
         }
-        let (lo, hi) = min_max(data);
         match self.cfg.mode {
             HistogramMode::Signed => self.add_signed(data, lo.abs().max(hi.abs())),
             HistogramMode::Absolute => self.add_absolute(data, lo.abs().max(hi.abs())),
@@ -176,7 +189,7 @@ impl Histogram {
             self.threshold = new_t;
             self.edges = outer_linspace(-new_t, new_t, self.counts.len());
         }
-        bin_into(&mut self.counts, &self.edges, data.iter().copied());
+        bin_into::<false>(&mut self.counts, &self.edges, data);
     }
 
     /// Halves the bin count keeping bins symmetric around 0: pads one empty
@@ -200,7 +213,7 @@ impl Histogram {
         } else {
             self.extend_absolute(amax);
         }
-        bin_into(&mut self.counts, &self.edges, data.iter().map(|v| v.abs()));
+        bin_into::<true>(&mut self.counts, &self.edges, data);
     }
 
     /// ORT's extension: `arange(last + w, amax + w, w)` more edges.
@@ -264,26 +277,153 @@ fn floor_div_f32(a: f32, b: f32) -> f32 {
     if div - f > 0.5 { f + 1.0 } else { f }
 }
 
-/// Adds values in `[edges[0], edges[n]]` to their bins, the last bin closed,
-/// like `np.histogram`: an arithmetic guess corrected against the edges.
-fn bin_into(counts: &mut [u64], edges: &[f32], data: impl Iterator<Item = f32>) {
+/// Adds the `x` of `data` (their `|x|` when `ABS`) that lie in
+/// `[edges[0], edges[n]]` to their bins, the last bin closed, like
+/// `np.histogram`: the edges alone decide the bin.
+///
+/// For speed (every calibrated activation passes through here) the bin is
+/// first computed arithmetically, a block at a time in SIMD, and trusted only
+/// when `x` is clearly inside it: the edges are measured once against the
+/// ideal linspace, and a value closer to an ideal edge than that deviation
+/// plus the f32 rounding of the guess (or exactly 0, which sits on the middle
+/// edge) is placed by comparing with the edges. Counting goes to four
+/// interleaved sub-histograms: back-to-back increments of one counter (the
+/// zeros of a ReLU output) otherwise form a store-to-load chain that costs
+/// more than the rest of the loop.
+fn bin_into<const ABS: bool>(counts: &mut [u64], edges: &[f32], data: &[f32]) {
+    const BLOCK: usize = 256;
+    const WAYS: usize = 4;
     let n = counts.len();
     let (first, last) = (edges[0], edges[n]);
-    let denom = last - first;
-    for x in data {
+    let by_edges = |x: f32| {
+        let x = if ABS { x.abs() } else { x };
         if !(x >= first && x <= last) {
-            continue;
+            return n;
         }
-        let guess = ((x - first) / denom) * n as f32;
-        let mut i = (guess as usize).min(n - 1);
-        while i > 0 && x < edges[i] {
-            i -= 1;
+        let guess = (((x - first) / (last - first)) * n as f32) as usize;
+        bin_by_search(edges, x, guess.min(n - 1))
+    };
+    let (first64, width) = (f64::from(first), f64::from(last) - f64::from(first));
+    let norm64 = n as f64 / width;
+    let worst = edges
+        .iter()
+        .enumerate()
+        .map(|(i, &e)| ((f64::from(e) - first64) * norm64 - i as f64).abs())
+        .fold(0.0f64, f64::max);
+    // f32 guess: `x − first`, the product and `norm` each round by at most
+    // n·2⁻²⁴ bins.
+    let margin = worst + 4.0 * n as f64 / (1u64 << 24) as f64 + 1e-6;
+    if data.len() < 2 * n || n >= Guess::SLOW as usize || margin.is_nan() || margin >= 0.25 {
+        // Too few values to pay for the set-up (or, never for the layouts
+        // above, edges far from a linspace): the edges alone.
+        for &v in data {
+            let i = by_edges(v);
+            if i < n {
+                counts[i] += 1;
+            }
         }
-        while i + 1 < n && x >= edges[i + 1] {
-            i += 1;
-        }
-        counts[i] += 1;
+        return;
     }
+    let guess = Guess {
+        first,
+        norm: (norm64) as f32,
+        margin: margin as f32,
+        n: n as u32,
+        zero_bin: by_edges(0.0) as u32,
+    };
+    // Index n collects values outside the edges (none, as ranges grow first).
+    let mut sub = vec![0u32; WAYS * (n + 1)];
+    let mut idx = [0u32; BLOCK];
+    // u32 sub-counts: flush before any can overflow.
+    for part in data.chunks(1 << 30) {
+        for block in part.chunks(BLOCK) {
+            let idx = &mut idx[..block.len()];
+            guess.block::<ABS>(block, idx);
+            for (j, (&i, &v)) in idx.iter().zip(block).enumerate() {
+                let i = if i == Guess::SLOW {
+                    by_edges(v)
+                } else {
+                    i as usize
+                };
+                sub[i * WAYS + (j % WAYS)] += 1;
+            }
+        }
+        for (c, s) in counts.iter_mut().zip(sub.chunks_exact(WAYS)) {
+            *c += s.iter().map(|&v| u64::from(v)).sum::<u64>();
+        }
+        sub.fill(0);
+    }
+}
+
+/// The arithmetic bin guess of [`bin_into`].
+struct Guess {
+    first: f32,
+    norm: f32,
+    margin: f32,
+    n: u32,
+    zero_bin: u32,
+}
+
+impl Guess {
+    /// Marks a value to place by its edges.
+    const SLOW: u32 = u32::MAX;
+
+    /// The bin of each value of `xs` into `out`, or [`Guess::SLOW`].
+    fn block<const ABS: bool>(&self, xs: &[f32], out: &mut [u32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has the features the function is compiled for.
+                return unsafe { self.block_avx512::<ABS>(xs, out) };
+            }
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: as above.
+                return unsafe { self.block_avx2::<ABS>(xs, out) };
+            }
+        }
+        self.block_plain::<ABS>(xs, out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw")]
+    fn block_avx512<const ABS: bool>(&self, xs: &[f32], out: &mut [u32]) {
+        self.block_plain::<ABS>(xs, out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn block_avx2<const ABS: bool>(&self, xs: &[f32], out: &mut [u32]) {
+        self.block_plain::<ABS>(xs, out)
+    }
+
+    /// Branch-free, so that it vectorises.
+    #[inline(always)]
+    fn block_plain<const ABS: bool>(&self, xs: &[f32], out: &mut [u32]) {
+        let (lo, hi) = (self.margin, 1.0 - self.margin);
+        for (o, &v) in out.iter_mut().zip(xs) {
+            let x = if ABS { v.abs() } else { v };
+            let t = (x - self.first) * self.norm;
+            // Truncation; a negative `t` gives a fraction the test rejects.
+            let whole = t as i32;
+            let frac = t - whole as f32;
+            let clear = (frac >= lo) & (frac <= hi) & (whole >= 0) & ((whole as u32) < self.n);
+            let g = if clear { whole as u32 } else { Self::SLOW };
+            *o = if x == 0.0 { self.zero_bin } else { g };
+        }
+    }
+}
+
+/// The bin of `x` found by walking from `i` (a guess off by more than one).
+#[cold]
+fn bin_by_search(edges: &[f32], x: f32, mut i: usize) -> usize {
+    let n = edges.len() - 1;
+    while i > 0 && x < edges[i] {
+        i -= 1;
+    }
+    while i + 1 < n && x >= edges[i + 1] {
+        i += 1;
+    }
+    i
 }
 
 /// A histogram observer: collects, then asks its [`RangeChooser`] for the range.
@@ -325,7 +465,7 @@ impl Observer for HistogramObserver {
     }
 
     fn observe(&mut self, data: &[f32], shape: &[usize]) -> Result<(), QuantError> {
-        check_batch(&self.name, data, shape)?;
+        check_shape(&self.name, data, shape)?;
         self.hist.add(&self.name, data)
     }
 
@@ -383,6 +523,32 @@ mod tests {
             assert_eq!(h.counts(), reference_bins(h.edges(), &vals).as_slice());
             assert_eq!(h.total(), 5000);
             assert_eq!(h.edges().len(), 65);
+        }
+    }
+
+    #[test]
+    fn values_on_edges_and_zeros_match_linear_search() {
+        for mode in [HistogramMode::Signed, HistogramMode::Absolute] {
+            let mut h = Histogram::new(HistogramConfig::new(2048, mode)).unwrap();
+            h.add("x", &data(5000, 3.7, 3)).unwrap();
+            // Every edge, its neighbours, zeros, and a grown range.
+            let edges = h.edges().to_vec();
+            let mut xs: Vec<f32> = edges
+                .iter()
+                .flat_map(|&e| [e, e.next_up(), e.next_down(), 0.0])
+                .filter(|v| v.abs() <= edges[edges.len() - 1])
+                .collect();
+            xs.extend(data(3000, 3.0, 4));
+            let before = h.counts().to_vec();
+            h.add("x", &xs).unwrap();
+            assert!(h.edges() == edges.as_slice(), "the range grew");
+            let vals: Vec<f32> = match mode {
+                HistogramMode::Signed => xs.clone(),
+                HistogramMode::Absolute => xs.iter().map(|v| v.abs()).collect(),
+            };
+            let added = reference_bins(&edges, &vals);
+            let expect: Vec<u64> = before.iter().zip(&added).map(|(a, b)| a + b).collect();
+            assert!(h.counts() == expect.as_slice(), "{mode:?}");
         }
     }
 

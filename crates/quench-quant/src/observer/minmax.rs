@@ -1,6 +1,6 @@
 //! Global minimum and maximum (ORT `MinMaxCalibrater`, PyTorch `MinMaxObserver`).
 
-use super::{ObservedRange, Observer, check_batch, min_max};
+use super::{ObservedRange, Observer, scan_batch};
 use crate::QuantError;
 
 /// Running min and max over all batches; streaming equals one-shot exactly.
@@ -35,8 +35,7 @@ impl Observer for MinMax {
     }
 
     fn observe(&mut self, data: &[f32], shape: &[usize]) -> Result<(), QuantError> {
-        check_batch(&self.name, data, shape)?;
-        let (lo, hi) = min_max(data);
+        let (lo, hi) = scan_batch(&self.name, data, shape)?;
         self.min = self.min.min(lo);
         self.max = self.max.max(hi);
         Ok(())

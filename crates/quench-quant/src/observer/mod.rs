@@ -87,6 +87,53 @@ pub trait RangeChooser: Send + Sync + std::fmt::Debug {
 
 /// Checks that `data` matches `shape` and holds only finite values.
 pub(crate) fn check_batch(name: &str, data: &[f32], shape: &[usize]) -> Result<(), QuantError> {
+    scan_batch(name, data, shape).map(|_| ())
+}
+
+/// [`check_batch`] and [`min_max`] in one pass over the data: calibration
+/// reads every activation once, so a second pass is a large share of its cost.
+/// Empty data gives `(inf, -inf)`.
+pub(crate) fn scan_batch(
+    name: &str,
+    data: &[f32],
+    shape: &[usize],
+) -> Result<(f32, f32), QuantError> {
+    check_shape(name, data, shape)?;
+    const LANES: usize = 16;
+    let mut lo = [f32::INFINITY; LANES];
+    let mut hi = [f32::NEG_INFINITY; LANES];
+    let mut bad = [false; LANES];
+    let mut chunks = data.chunks_exact(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            let v = c[l];
+            lo[l] = if v < lo[l] { v } else { lo[l] };
+            hi[l] = if v > hi[l] { v } else { hi[l] };
+            bad[l] |= !v.is_finite();
+        }
+    }
+    for &v in chunks.remainder() {
+        lo[0] = if v < lo[0] { v } else { lo[0] };
+        hi[0] = if v > hi[0] { v } else { hi[0] };
+        bad[0] |= !v.is_finite();
+    }
+    if bad.iter().any(|&b| b)
+        && let Some(index) = data.iter().position(|v| !v.is_finite())
+    {
+        return Err(QuantError::NonFinite {
+            tensor: name.to_string(),
+            value: data[index],
+            index,
+        });
+    }
+    Ok((
+        lo.iter().fold(f32::INFINITY, |a, &b| a.min(b)),
+        hi.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)),
+    ))
+}
+
+/// Checks that `data` holds exactly the elements of `shape`.
+pub(crate) fn check_shape(name: &str, data: &[f32], shape: &[usize]) -> Result<(), QuantError> {
     let n: usize = shape
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
@@ -101,13 +148,6 @@ pub(crate) fn check_batch(name: &str, data: &[f32], shape: &[usize]) -> Result<(
                 "shape {shape:?} holds {n} elements but {} were given",
                 data.len()
             ),
-        });
-    }
-    if let Some(index) = data.iter().position(|v| !v.is_finite()) {
-        return Err(QuantError::NonFinite {
-            tensor: name.to_string(),
-            value: data[index],
-            index,
         });
     }
     Ok(())

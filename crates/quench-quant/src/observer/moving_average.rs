@@ -1,7 +1,7 @@
 //! Exponential moving average of per-batch min and max (PyTorch
 //! `MovingAverageMinMaxObserver`): robust to a few unusual batches.
 
-use super::{ObservedRange, Observer, check_batch, min_max};
+use super::{ObservedRange, Observer, scan_batch};
 use crate::QuantError;
 
 /// `min ← min + c·(batch_min − min)` (same for max), starting from the
@@ -44,11 +44,10 @@ impl Observer for MovingAverageMinMax {
     }
 
     fn observe(&mut self, data: &[f32], shape: &[usize]) -> Result<(), QuantError> {
-        check_batch(&self.name, data, shape)?;
+        let (lo, hi) = scan_batch(&self.name, data, shape)?;
         if data.is_empty() {
             return Ok(());
         }
-        let (lo, hi) = min_max(data);
         let c = self.averaging_constant;
         self.state = Some(match self.state {
             None => (lo, hi),

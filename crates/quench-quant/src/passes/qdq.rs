@@ -81,7 +81,7 @@ fn rewire(graph: &mut Graph, from: &str, to: &str) {
 
 /// Weight parameters as ORT computes them: min/max of the data (per channel
 /// of `axis`), then the weight config (symmetric int8 by default).
-fn weight_qparams(
+pub(crate) fn weight_qparams(
     name: &str,
     t: &Tensor,
     axis: Option<usize>,

@@ -65,6 +65,13 @@ pub struct Args {
     /// output SQNR until the model's output reaches this many dB vs float (off by default).
     #[arg(long, value_name = "DB")]
     fallback_sqnr: Option<f64>,
+    /// Shift each Conv/Gemm/MatMul bias by the mean output error its int8 weights
+    /// cause on the calibration data (config key `bias_correction`).
+    #[arg(long, overrides_with = "no_bias_correction")]
+    bias_correction: bool,
+    /// Turn bias correction off (overrides the config).
+    #[arg(long, overrides_with = "bias_correction")]
+    no_bias_correction: bool,
     /// Most nodes (or fusion groups) the fallback may keep float.
     #[arg(long, value_name = "N")]
     fallback_max_nodes: Option<usize>,
@@ -113,6 +120,12 @@ fn config(args: &Args) -> Result<QuantConfig> {
     }
     if let Some(n) = args.fallback_max_nodes {
         cfg.fallback_max_nodes = n;
+    }
+    if args.bias_correction {
+        cfg.bias_correction = true;
+    }
+    if args.no_bias_correction {
+        cfg.bias_correction = false;
     }
     if cfg.samples == 0 || cfg.batch_size == 0 {
         bail!("samples and batch size must be at least 1");
@@ -245,6 +258,18 @@ pub fn run(args: Args) -> Result<()> {
             }
         );
     }
+    if let Some(b) = &q.bias_correction {
+        let largest = b
+            .corrected
+            .iter()
+            .max_by(|x, y| x.1.total_cmp(&y.1))
+            .map(|(n, s)| format!(" (largest shift {s:.3e}, {n})"))
+            .unwrap_or_default();
+        println!(
+            "bias correction: {} biases shifted{largest}",
+            b.corrected.len()
+        );
+    }
     if let Some(r) = &q.int {
         println!("integer-only conversion:\n{r}");
     }
@@ -274,6 +299,8 @@ fn dynamic_config(args: &Args) -> Result<DynamicConfig> {
         (args.preprocess.is_some(), "--preprocess"),
         (args.fallback_sqnr.is_some(), "--fallback-sqnr"),
         (args.fallback_max_nodes.is_some(), "--fallback-max-nodes"),
+        (args.bias_correction, "--bias-correction"),
+        (args.no_bias_correction, "--no-bias-correction"),
     ];
     if let Some((_, flag)) = given.iter().find(|(set, _)| *set) {
         bail!("{flag} is an option of static quantization; --mode dynamic needs no calibration");
