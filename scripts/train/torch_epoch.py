@@ -1,21 +1,27 @@
 """PyTorch CPU reference for `quench train` epoch times (BENCHMARKS.md, Training).
 
 Same models as scripts/mnist/train.py (ResNet-8; MobileNetV2 width 0.5), same data split
-(data/mnist5k: 4,000 train), batch 64, AdamW + one-cycle, random shifts of up to 2 pixels,
-NCHW float32, THREADS intra-op threads. Prints one JSON line per epoch with the training time of
-that epoch (no evaluation inside it).
+(data/mnist5k: 4,000 train), batch 64, AdamW + one-cycle, a random shift of up to 2 pixels per
+image, NCHW float32, THREADS intra-op threads (torch.set_num_threads). Prints one JSON line per
+epoch with the training time of that epoch (no evaluation inside it).
 
     ~/.cache/quench/torch-venv/bin/python scripts/train/torch_epoch.py resnet8 [EPOCHS] [THREADS] [SIZE]
     ~/.cache/quench/torch-venv/bin/python scripts/train/torch_epoch.py mobilenetv2_w05 1 2 32
 """
 
 import json
+import os
 import pathlib
 import sys
 import time
 
-import torch
-import torch.nn.functional as F
+# Idle OpenMP threads sleep instead of spinning. On a shared, loaded 2-core machine the default
+# (spin) made 2-thread PyTorch use 9x the CPU time of 1 thread for the same ResNet-8 steps; set
+# before torch loads libgomp. Pass OMP_WAIT_POLICY=ACTIVE to see the default behaviour.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "mnist"))
 import make_npz  # noqa: E402
@@ -53,9 +59,11 @@ def main():
         total = 0.0
         for i in range(0, len(xtr), batch):
             idx = perm[i:i + batch]
+            # One random shift per image (as `quench train --crop-pad 2`), not one per batch.
             xp = F.pad(xtr[idx], (2, 2, 2, 2), value=bg)
-            dy, dx = torch.randint(0, 5, (2,), generator=gen).tolist()
-            xb = xp[:, :, dy:dy + size, dx:dx + size].contiguous()
+            dy = torch.randint(0, 5, (len(idx),), generator=gen).tolist()
+            dx = torch.randint(0, 5, (len(idx),), generator=gen).tolist()
+            xb = torch.stack([xp[j, :, a:a + size, b:b + size] for j, (a, b) in enumerate(zip(dy, dx))])
             loss = F.cross_entropy(model(xb), ytr[idx])
             opt.zero_grad()
             loss.backward()
@@ -69,7 +77,8 @@ def main():
                       for i in range(0, len(xte), 250)) / len(xte)
         print(json.dumps({"model": name, "epoch": epoch + 1, "train_seconds": round(secs, 2),
                           "images_per_s": round(len(xtr) / secs, 1), "loss": round(total / len(xtr), 4),
-                          "test_top1": acc, "threads": threads, "torch": torch.__version__}), flush=True)
+                          "test_top1": acc, "threads": threads, "torch": torch.__version__,
+                          "omp_wait_policy": os.environ["OMP_WAIT_POLICY"]}), flush=True)
 
 
 if __name__ == "__main__":

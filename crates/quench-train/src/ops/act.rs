@@ -5,7 +5,45 @@
 use crate::op::{Ctx, Fwd, Grad, Op, Saved, arc_in, check_len, f32_in, f32_tensor, opt_in, saved};
 use crate::{Result, invalid};
 use quench_ir::{Node, Tensor};
+use rayon::prelude::*;
 use std::sync::Arc;
+
+/// Elements per parallel task of the element-wise loops.
+const CHUNK: usize = 1 << 14;
+
+/// `f` over `xs`; one monomorphic loop per activation so the common ones
+/// (Relu, Clip = ReLU6) vectorise, split over the pool for large tensors.
+fn map1(xs: &[f32], threads: usize, f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
+    let mut y = vec![0.0; xs.len()];
+    let run = |(o, i): (&mut [f32], &[f32])| o.iter_mut().zip(i).for_each(|(a, &b)| *a = f(b));
+    if threads > 1 && xs.len() >= 2 * CHUNK {
+        y.par_chunks_mut(CHUNK)
+            .zip(xs.par_chunks(CHUNK))
+            .for_each(run);
+    } else {
+        run((&mut y, xs));
+    }
+    y
+}
+
+/// `f(g, x)` over the gradient and the saved input, like [`map1`].
+fn map2(g: &[f32], xs: &[f32], threads: usize, f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    let mut y = vec![0.0; xs.len()];
+    let run = |((o, gc), xc): ((&mut [f32], &[f32]), &[f32])| {
+        for ((a, &gv), &v) in o.iter_mut().zip(gc).zip(xc) {
+            *a = f(gv, v);
+        }
+    };
+    if threads > 1 && xs.len() >= 2 * CHUNK {
+        y.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .zip(xs.par_chunks(CHUNK))
+            .for_each(run);
+    } else {
+        run(((&mut y, g), xs));
+    }
+    y
+}
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
@@ -171,14 +209,19 @@ impl Kind {
 }
 
 impl Op for Unary {
-    fn forward(&self, _cx: &Ctx, x: &[Option<Arc<Tensor>>], need: &[bool]) -> Result<Fwd> {
+    fn forward(&self, cx: &Ctx, x: &[Option<Arc<Tensor>>], need: &[bool]) -> Result<Fwd> {
         let xs = f32_in(x, 0)?;
         let (lo, hi) = match self.kind {
             Kind::Clip(b) => bounds(x, b)?,
             _ => (0.0, 0.0),
         };
         let k = self.kind;
-        let y: Vec<f32> = xs.iter().map(|&v| k.f(v, lo, hi)).collect();
+        let th = cx.threads;
+        let y = match k {
+            Kind::Relu => map1(xs, th, |v| v.max(0.0)),
+            Kind::Clip(_) => map1(xs, th, |v| v.max(lo).min(hi)),
+            _ => map1(xs, th, |v| k.f(v, lo, hi)),
+        };
         let shape = x[0]
             .as_ref()
             .map(|t| t.shape().to_vec())
@@ -196,7 +239,7 @@ impl Op for Unary {
 
     fn backward(
         &self,
-        _cx: &Ctx,
+        cx: &Ctx,
         s: &Saved,
         gy: &[Option<Grad>],
         _need: &[bool],
@@ -208,17 +251,11 @@ impl Op for Unary {
         };
         check_len(g, xs.len())?;
         let k = self.kind;
+        let (th, lo, hi) = (cx.threads, s.lo, s.hi);
         let dx = match k {
-            Kind::Relu => g
-                .iter()
-                .zip(xs)
-                .map(|(&g, &v)| if v > 0.0 { g } else { 0.0 })
-                .collect(),
-            _ => g
-                .iter()
-                .zip(xs)
-                .map(|(&g, &v)| g * k.df(v, s.lo, s.hi))
-                .collect(),
+            Kind::Relu => map2(g, xs, th, |g, v| if v > 0.0 { g } else { 0.0 }),
+            Kind::Clip(_) => map2(g, xs, th, |g, v| if v > lo && v < hi { g } else { 0.0 }),
+            _ => map2(g, xs, th, |g, v| g * k.df(v, lo, hi)),
         };
         Ok(vec![Some(dx)])
     }

@@ -183,16 +183,18 @@ fn conv_image(
     }
 }
 
-#[allow(clippy::needless_range_loop)]
 /// Depthwise backward of one plane: accumulates into `dw` (k) and `dx` (is).
-#[allow(clippy::too_many_arguments)]
+///
+/// Per kernel tap and output row, the valid output columns map to an input
+/// run (contiguous at stride 1), so dW is a dot product and dX an axpy over
+/// slices, loops that vectorise.
 fn depthwise_plane_bwd(
     g: &Geom3,
     x: &[f32],
     w: &[f32],
     gy: &[f32],
-    dw: Option<&mut [f32]>,
-    dx: Option<&mut [f32]>,
+    mut dw: Option<&mut [f32]>,
+    mut dx: Option<&mut [f32]>,
 ) {
     let [_, ih, iw] = g.input;
     let [_, oh, ow] = g.output;
@@ -200,34 +202,60 @@ fn depthwise_plane_bwd(
     let [_, sh, sw] = g.strides;
     let [_, dh, dwl] = g.dilations;
     let [_, ph, pw] = g.pads;
-    let mut dw = dw;
-    let mut dx = dx;
     for ky in 0..kh {
         for kx in 0..kw {
             let wv = w[ky * kw + kx];
             let offw = (kx * dwl) as isize - pw as isize;
             let (lo, hi) = valid_range(offw, sw, iw, ow);
-            let mut acc = 0.0f32;
+            if lo >= hi {
+                continue;
+            }
+            let mut acc = [0.0f32; 8];
+            let mut tail = 0.0f32;
             for oy in 0..oh {
                 let iy = (oy * sh + ky * dh) as isize - ph as isize;
                 if iy < 0 || iy >= ih as isize {
                     continue;
                 }
-                let row = iy as usize * iw;
-                let gr = &gy[oy * ow..(oy + 1) * ow];
-                for ox in lo..hi {
-                    let ix = row + ox * sw;
-                    let ix = (ix as isize + offw) as usize;
+                // First input index of this row's run; in range by valid_range.
+                let start = ((iy as usize * iw + lo * sw) as isize + offw) as usize;
+                let gr = &gy[oy * ow + lo..oy * ow + hi];
+                let len = hi - lo;
+                if sw == 1 {
                     if dw.is_some() {
-                        acc += gr[ox] * x[ix];
+                        let xr = &x[start..start + len];
+                        let (gc, xc) = (gr.chunks_exact(8), xr.chunks_exact(8));
+                        tail += gc
+                            .remainder()
+                            .iter()
+                            .zip(xc.remainder())
+                            .map(|(a, b)| a * b)
+                            .sum::<f32>();
+                        for (a, b) in gc.zip(xc) {
+                            for k in 0..8 {
+                                acc[k] += a[k] * b[k];
+                            }
+                        }
                     }
                     if let Some(dx) = dx.as_deref_mut() {
-                        dx[ix] += gr[ox] * wv;
+                        for (d, &gv) in dx[start..start + len].iter_mut().zip(gr) {
+                            *d += gv * wv;
+                        }
+                    }
+                } else {
+                    for (j, &gv) in gr.iter().enumerate() {
+                        let ix = start + j * sw;
+                        if dw.is_some() {
+                            tail += gv * x[ix];
+                        }
+                        if let Some(dx) = dx.as_deref_mut() {
+                            dx[ix] += gv * wv;
+                        }
                     }
                 }
             }
             if let Some(dw) = dw.as_deref_mut() {
-                dw[ky * kw + kx] += acc;
+                dw[ky * kw + kx] += acc.iter().sum::<f32>() + tail;
             }
         }
     }
@@ -510,6 +538,18 @@ mod tests {
                 ("x", rand_input(&[2, 3, 6, 5], 1)),
                 ("w", rand_input(&[3, 1, 3, 3], 2)),
                 ("b", rand_input(&[3], 3)),
+            ],
+            &[],
+            17,
+        );
+        // Stride 1 takes the contiguous (vectorised) path of the backward.
+        let node = conv(&[("pads", vec![1, 2, 1, 0]), ("dilations", vec![1, 2])], 2);
+        check_node(
+            &node,
+            &[
+                ("x", rand_input(&[2, 2, 5, 13], 1)),
+                ("w", rand_input(&[2, 1, 3, 3], 2)),
+                ("b", rand_input(&[2], 3)),
             ],
             &[],
             17,

@@ -3,6 +3,7 @@
 pub mod act;
 pub mod binary;
 pub mod conv;
+pub mod conv_transpose;
 pub mod dropout;
 pub mod linear;
 pub mod norm;
@@ -19,6 +20,7 @@ use quench_ir::Node;
 pub fn build(node: &Node, opset: i64) -> Result<Box<dyn Op>> {
     match node.op_type.as_str() {
         "Conv" => conv::build(node),
+        "ConvTranspose" => conv_transpose::build(node),
         "Gemm" => linear::build_gemm(node),
         "MatMul" => Ok(Box::new(linear::MatMul)),
         "BatchNormalization" => norm::build_bn(node),

@@ -33,41 +33,72 @@ struct SavedBn {
     train: bool,
 }
 
-/// Per-channel sums of `f(plane_value_index)` over planes of `s` elements.
-fn channel_sums(
+/// Per-channel sums over the batch of per-plane values `f(p)` (plane
+/// `p = image · c + channel`). Images run in parallel; their per-channel
+/// results are added in image order, so the sums do not depend on threads.
+fn plane_sums<const K: usize>(
     n: usize,
+    c: usize,
+    threads: usize,
+    f: impl Fn(usize) -> [f32; K] + Sync,
+) -> Vec<[f64; K]> {
+    let image = |i: usize| -> Vec<[f32; K]> { (0..c).map(|ch| f(i * c + ch)).collect() };
+    let parts: Vec<Vec<[f32; K]>> = if threads > 1 {
+        (0..n).into_par_iter().map(image).collect()
+    } else {
+        (0..n).map(image).collect()
+    };
+    let mut acc = vec![[0.0f64; K]; c];
+    for p in parts {
+        for (a, v) in acc.iter_mut().zip(p) {
+            for k in 0..K {
+                a[k] += v[k] as f64;
+            }
+        }
+    }
+    acc
+}
+
+/// Lanes of the vectorised plane reductions.
+const L: usize = 16;
+
+/// Σ f(a_j, b_j) over a plane with `L` independent accumulators (so the
+/// loop vectorises; f32 within a plane, f64 across planes).
+#[inline(always)]
+fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [0.0f32; L];
+    let (ac, bc) = (a.chunks_exact(L), b.chunks_exact(L));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for k in 0..L {
+            acc[k] += f(x[k], y[k]);
+        }
+    }
+    let tail: f32 = ar.iter().zip(br).map(|(&x, &y)| f(x, y)).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Runs `f(plane, out_plane)` over every plane of `y` (planes of `s`
+/// elements), in parallel by image (`c` planes each).
+fn per_plane(
+    y: &mut [f32],
     c: usize,
     s: usize,
     threads: usize,
-    f: impl Fn(usize) -> f64 + Sync,
-) -> Vec<f64> {
-    let one = |ch: usize| -> f64 {
-        let mut acc = 0.0;
-        for i in 0..n {
-            let base = (i * c + ch) * s;
-            let mut a = 0.0f64;
-            for j in base..base + s {
-                a += f(j);
-            }
-            acc += a;
-        }
-        acc
-    };
-    if threads > 1 {
-        (0..c).into_par_iter().map(one).collect()
-    } else {
-        (0..c).map(one).collect()
-    }
-}
-
-fn per_plane(y: &mut [f32], s: usize, threads: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
-    if s == 0 {
+    f: impl Fn(usize, &mut [f32]) + Sync + Send,
+) {
+    if s == 0 || c == 0 {
         return;
     }
+    let image = |(i, yi): (usize, &mut [f32])| {
+        for (ch, yp) in yi.chunks_mut(s).enumerate() {
+            f(i * c + ch, yp);
+        }
+    };
     if threads > 1 {
-        y.par_chunks_mut(s).enumerate().for_each(|(p, yp)| f(p, yp));
+        y.par_chunks_mut(c * s).enumerate().for_each(image);
     } else {
-        y.chunks_mut(s).enumerate().for_each(|(p, yp)| f(p, yp));
+        y.chunks_mut(c * s).enumerate().for_each(image);
     }
 }
 
@@ -95,16 +126,16 @@ impl Op for BatchNorm {
             if n * s == 0 {
                 invalid!("batch statistics of an empty batch");
             }
-            let sum = channel_sums(n, c, s, cx.threads, |j| xs[j] as f64);
-            let mean: Vec<f64> = sum.iter().map(|v| v / m).collect();
-            let sq = channel_sums(n, c, s, cx.threads, |j| {
-                let d = xs[j] as f64 - mean[(j / s) % c];
-                d * d
+            let plane = |p: usize| &xs[p * s..(p + 1) * s];
+            let sum = plane_sums(n, c, cx.threads, |p| {
+                [lane_sum(plane(p), plane(p), |x, _| x)]
             });
-            (
-                mean.iter().map(|&v| v as f32).collect(),
-                sq.iter().map(|v| (v / m) as f32).collect(),
-            )
+            let mean: Vec<f32> = sum.iter().map(|v| (v[0] / m) as f32).collect();
+            let sq = plane_sums(n, c, cx.threads, |p| {
+                let mu = mean[p % c];
+                [lane_sum(plane(p), plane(p), |x, _| (x - mu) * (x - mu))]
+            });
+            (mean, sq.iter().map(|v| (v[0] / m) as f32).collect())
         } else {
             (rm.to_vec(), rv.to_vec())
         };
@@ -116,15 +147,16 @@ impl Op for BatchNorm {
         } else {
             Vec::new()
         };
-        per_plane(&mut y, s, cx.threads, |p, yp| {
+        per_plane(&mut y, c, s, cx.threads, |p, yp| {
             let ch = p % c;
-            let (mu, is, g, b) = (mean[ch], invstd[ch], scale[ch], bias[ch]);
+            let a = invstd[ch] * scale[ch];
+            let b = bias[ch] - mean[ch] * a;
             for (o, &v) in yp.iter_mut().zip(&xs[p * s..(p + 1) * s]) {
-                *o = (v - mu) * is * g + b;
+                *o = v * a + b;
             }
         });
         if !xhat.is_empty() {
-            per_plane(&mut xhat, s, cx.threads, |p, hp| {
+            per_plane(&mut xhat, c, s, cx.threads, |p, hp| {
                 let ch = p % c;
                 let (mu, is) = (mean[ch], invstd[ch]);
                 for (o, &v) in hp.iter_mut().zip(&xs[p * s..(p + 1) * s]) {
@@ -189,37 +221,49 @@ impl Op for BatchNorm {
         let scale = sv.scale.as_slice::<f32>()?;
         let total = g.len();
         let n = total.checked_div(c * s).unwrap_or(0);
-        let xhat_at: Box<dyn Fn(usize) -> f32 + Sync> = if sv.train {
+        // Eval mode recomputes x̂ plane by plane from the saved input.
+        let xs = if sv.train {
             check_len(g, sv.xhat.len())?;
-            let xh = &sv.xhat;
-            Box::new(move |j| xh[j])
+            &sv.xhat[..]
         } else {
             let xs = match &sv.x {
                 Some(t) => t.as_slice::<f32>()?,
                 None => invalid!("input was not saved"),
             };
             check_len(g, xs.len())?;
-            let (mean, invstd) = (&sv.mean, &sv.invstd);
-            Box::new(move |j| (xs[j] - mean[(j / s) % c]) * invstd[(j / s) % c])
+            xs
         };
-        let db = channel_sums(n, c, s, cx.threads, |j| g[j] as f64);
-        let dscale = channel_sums(n, c, s, cx.threads, |j| (g[j] * xhat_at(j)) as f64);
+        let (mean, invstd) = (&sv.mean, &sv.invstd);
+        let sums = plane_sums(n, c, cx.threads, |p| {
+            let (gp, xp) = (&g[p * s..(p + 1) * s], &xs[p * s..(p + 1) * s]);
+            let db = lane_sum(gp, gp, |a, _| a);
+            let ds = if sv.train {
+                lane_sum(gp, xp, |a, b| a * b)
+            } else {
+                let (mu, is) = (mean[p % c], invstd[p % c]);
+                lane_sum(gp, xp, |a, b| a * (b - mu) * is)
+            };
+            [db, ds]
+        });
+        let db: Vec<f64> = sums.iter().map(|v| v[0]).collect();
+        let dscale: Vec<f64> = sums.iter().map(|v| v[1]).collect();
         let mut out: Vec<Option<Grad>> = vec![None; 5];
         if need.first() == Some(&true) {
             let mut dx = vec![0.0; total];
             let m = (n * s) as f32;
-            per_plane(&mut dx, s, cx.threads, |p, dp| {
+            per_plane(&mut dx, c, s, cx.threads, |p, dp| {
                 let ch = p % c;
                 let k = scale[ch] * sv.invstd[ch];
+                let gp = &g[p * s..(p + 1) * s];
                 if sv.train {
                     let (b, sc) = (db[ch] as f32 / m, dscale[ch] as f32 / m);
-                    for (j, o) in dp.iter_mut().enumerate() {
-                        let i = p * s + j;
-                        *o = k * (g[i] - b - sv.xhat[i] * sc);
+                    let xh = &sv.xhat[p * s..(p + 1) * s];
+                    for ((o, &gv), &h) in dp.iter_mut().zip(gp).zip(xh) {
+                        *o = k * (gv - b - h * sc);
                     }
                 } else {
-                    for (j, o) in dp.iter_mut().enumerate() {
-                        *o = k * g[p * s + j];
+                    for (o, &gv) in dp.iter_mut().zip(gp) {
+                        *o = k * gv;
                     }
                 }
             });
