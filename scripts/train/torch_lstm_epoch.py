@@ -9,11 +9,16 @@ threads. Prints one JSON line per epoch with the training time of that epoch (no
 """
 
 import json
+import os
 import pathlib
 import sys
 import time
 
-import torch
+# OpenMP threads that spin while idle cost PyTorch ~9x the CPU on a shared machine (see
+# torch_epoch.py); set before torch loads libgomp. OMP_WAIT_POLICY=ACTIVE restores the default.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 import torch.nn as nn
 import torch.nn.functional as F
 
