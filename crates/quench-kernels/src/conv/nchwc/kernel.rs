@@ -153,15 +153,31 @@ pub(super) unsafe fn conv_tile<V: V16, const F: usize, const T: usize>(
         }
     }
     let org = origins::<T>(c, q0);
+    // Every tap of every position inside the input: addresses are each
+    // position's corner plus the tap's offset, with no checks (first layers
+    // have few channels per tap to hide the checks behind).
+    let (span_y, span_x) = ((c.kh - 1) * c.dh, (c.kw - 1) * c.dw);
+    let inside = org.iter().all(|&(y, x)| {
+        y >= 0 && x >= 0 && y as usize + span_y < c.in_h && x as usize + span_x < c.in_w
+    });
     let wtap = c.cb * F * LANES;
     let mut wp = w.wrapping_add(span.icb0 * c.kh * c.kw * wtap);
     for icb in span.icb0..span.icb1 {
         let xb = c.x.wrapping_add(icb * c.icb_stride);
+        let corner: [*const f32; T] = std::array::from_fn(|t| {
+            let (y, x) = org[t];
+            xb.wrapping_add((y.max(0) as usize) * c.row_stride + (x.max(0) as usize) * c.col_stride)
+        });
         for ky in 0..c.kh {
             for kx in 0..c.kw {
                 let dy = (ky * c.dh) as isize;
                 let dx = (kx * c.dw) as isize;
-                let p = unsafe { tap_ptrs::<T>(c, xb, &org, dy, dx) };
+                let p = if inside {
+                    let off = ky * c.dh * c.row_stride + kx * c.dw * c.col_stride;
+                    corner.map(|b| b.wrapping_add(off))
+                } else {
+                    unsafe { tap_ptrs::<T>(c, xb, &org, dy, dx) }
+                };
                 for ci in 0..c.cb {
                     let wc = wp.wrapping_add(ci * F * LANES);
                     let wv: [V; F] = std::array::from_fn(|f| unsafe { V::load(wc.add(f * LANES)) });

@@ -19,6 +19,7 @@ use kernel::{ConvCtx, Span, conv_tile, depthwise_tile};
 use rayon::prelude::*;
 pub use simd::LANES;
 use simd::{Portable, V16};
+use std::mem::MaybeUninit;
 
 /// True when this CPU runs the NCHWc kernels with AVX-512 (elsewhere they
 /// run portable code, correct but slower than the im2col + GEMM path).
@@ -239,6 +240,27 @@ pub fn conv(
     y: &mut [f32],
     threads: usize,
 ) {
+    conv_into(p, g, x, residual, act, as_uninit(y), threads)
+}
+
+/// Views initialised floats as possibly uninitialised ones (always sound).
+fn as_uninit(y: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // Safety: same layout; MaybeUninit only widens what may be stored.
+    unsafe { &mut *(y as *mut [f32] as *mut [MaybeUninit<f32>]) }
+}
+
+/// [`conv`] into an uninitialised output: every float of the first
+/// `blocks(m)·16·out_h·out_w` is written (before any is read), so a fresh
+/// buffer needs no zeroing pass.
+pub fn conv_into(
+    p: &PackedConv,
+    g: &Geom2,
+    x: &[f32],
+    residual: Option<&[f32]>,
+    act: Act,
+    y: &mut [MaybeUninit<f32>],
+    threads: usize,
+) {
     assert!(g.kh == p.kh && g.kw == p.kw, "nchwc::conv: kernel mismatch");
     assert!(g.sh > 0 && g.sw > 0 && g.dh > 0 && g.dw > 0);
     let out_len = blocks(p.m) * LANES * g.out_h * g.out_w;
@@ -265,7 +287,7 @@ pub fn conv(
         dw: g.dw,
         ph: g.ph,
         pw: g.pw,
-        y: y.as_mut_ptr(),
+        y: y.as_mut_ptr() as *mut f32,
         res: residual.map_or(std::ptr::null(), |r| r.as_ptr()),
         out_w: g.out_w,
         y_block: g.out_h * g.out_w * LANES,
@@ -289,6 +311,7 @@ pub fn conv(
         let per_icb = p.kh * p.kw * p.cb * f * LANES * 4;
         let step = (L1_WEIGHTS / per_icb.max(1)).max(1);
         let passes = split(p.n_icb, step);
+        let pass_len = p.kh * p.kw * p.cb * f * LANES;
         for pass in 0..passes {
             let (icb0, k) = piece(p.n_icb, passes, pass);
             let span = Span {
@@ -297,8 +320,14 @@ pub fn conv(
                 first: pass == 0,
                 last: pass + 1 == passes,
             };
+            // The weights that follow this pass's (the next pass's, or the
+            // next group's first): fetched into L2 while this pass computes,
+            // so layers with more weights than L2 do not wait on memory.
+            let next = (off + (icb0 + k) * pass_len).min(p.data.len());
+            let end = (next + k * pass_len).min(p.data.len());
+            let pf = &p.data[next..end];
             // Safety: the asserts above bound every access of the tiles.
-            unsafe { run_tiles(&c, w, bias, f, ocb0, q0, n, span) };
+            unsafe { run_tiles(&c, w, bias, f, ocb0, q0, n, span, pf.as_ptr(), pf.len()) };
         }
     };
     if threads > 1 {
@@ -322,6 +351,19 @@ pub fn depthwise(
     residual: Option<&[f32]>,
     act: Act,
     y: &mut [f32],
+    threads: usize,
+) {
+    depthwise_into(p, g, x, residual, act, as_uninit(y), threads)
+}
+
+/// [`depthwise`] into an uninitialised output (every float is written).
+pub fn depthwise_into(
+    p: &PackedDepthwise,
+    g: &Geom2,
+    x: &[f32],
+    residual: Option<&[f32]>,
+    act: Act,
+    y: &mut [MaybeUninit<f32>],
     threads: usize,
 ) {
     assert!(
@@ -356,7 +398,7 @@ pub fn depthwise(
         dw: g.dw,
         ph: g.ph,
         pw: g.pw,
-        y: y.as_mut_ptr(),
+        y: y.as_mut_ptr() as *mut f32,
         res: residual.map_or(std::ptr::null(), |r| r.as_ptr()),
         out_w: g.out_w,
         y_block: g.out_h * g.out_w * LANES,
@@ -419,7 +461,7 @@ macro_rules! isa_dispatch {
 
 isa_dispatch!(
     /// Output positions `q0..q0 + n` for one group of `f` blocks.
-    unsafe fn run_tiles(c: &ConvCtx, w: *const f32, bias: *const f32, f: usize, ocb0: usize, q0: usize, n: usize, span: Span) => tiles_impl
+    unsafe fn run_tiles(c: &ConvCtx, w: *const f32, bias: *const f32, f: usize, ocb0: usize, q0: usize, n: usize, span: Span, pf: *const f32, pf_len: usize) => tiles_impl
 );
 
 isa_dispatch!(
@@ -438,9 +480,17 @@ unsafe fn tiles_impl<V: V16>(
     q0: usize,
     n: usize,
     span: Span,
+    pf: *const f32,
+    pf_len: usize,
 ) {
     let tiles = split(n, max_t(f));
+    let lines = pf_len.div_ceil(LANES);
     for i in 0..tiles {
+        // This tile's share of the prefetch, a cache line at a time.
+        let (l0, nl) = piece(lines, tiles, i);
+        for l in l0..l0 + nl {
+            unsafe { V::prefetch(pf.wrapping_add(l * LANES)) };
+        }
         let (s, t) = piece(n, tiles, i);
         let q = q0 + s;
         macro_rules! go {
@@ -526,10 +576,32 @@ pub fn nchw_to_nchwc(x: &[f32], c: usize, hw: usize, y: &mut [f32]) {
 /// `[blocks(C)][hw][16]` → `[C][hw]` (drops the padding channels).
 pub fn nchwc_to_nchw(x: &[f32], c: usize, hw: usize, y: &mut [f32]) {
     assert!(y.len() >= c * hw && x.len() >= blocks(c) * hw * LANES);
-    for (ch, yc) in y.chunks_exact_mut(hw).take(c).enumerate() {
-        let xb = &x[(ch / LANES) * hw * LANES + ch % LANES..];
-        for (p, v) in yc.iter_mut().enumerate() {
-            *v = xb[p * LANES];
+    if hw == 0 {
+        return;
+    }
+    for b in 0..blocks(c) {
+        let n = (c - b * LANES).min(LANES);
+        let xb = &x[b * hw * LANES..(b + 1) * hw * LANES];
+        let yb = &mut y[b * LANES * hw..(b * LANES + n) * hw];
+        // 16 positions × 16 channels at a time: whole lines in, whole
+        // (16-float) runs out, instead of one strided read per value.
+        let full = hw / LANES * LANES;
+        for p0 in (0..full).step_by(LANES) {
+            let mut tile = [[0.0f32; LANES]; LANES];
+            for (pp, row) in tile.iter_mut().enumerate() {
+                row.copy_from_slice(&xb[(p0 + pp) * LANES..(p0 + pp + 1) * LANES]);
+            }
+            for (l, yc) in yb.chunks_exact_mut(hw).enumerate() {
+                let out = &mut yc[p0..p0 + LANES];
+                for (pp, o) in out.iter_mut().enumerate() {
+                    *o = tile[pp][l];
+                }
+            }
+        }
+        for (l, yc) in yb.chunks_exact_mut(hw).enumerate() {
+            for (p, o) in yc.iter_mut().enumerate().skip(full) {
+                *o = xb[p * LANES + l];
+            }
         }
     }
 }

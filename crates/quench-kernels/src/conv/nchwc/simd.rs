@@ -19,6 +19,9 @@ pub(crate) trait V16: Copy {
     unsafe fn add(self, b: Self) -> Self;
     /// The activation, with the scalar `Act::apply` semantics (NaN kept).
     unsafe fn act(self, act: Act) -> Self;
+    /// Hints that the cache line at `p` will be read soon (into L2).
+    #[inline(always)]
+    unsafe fn prefetch(_p: *const f32) {}
 }
 
 /// Portable fallback (and the scalar reference of the kernels).
@@ -69,6 +72,10 @@ mod x86 {
     pub(crate) struct Avx512(__m512);
 
     impl V16 for Avx512 {
+        #[inline(always)]
+        unsafe fn prefetch(p: *const f32) {
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(p as *const i8) }
+        }
         #[inline(always)]
         unsafe fn zero() -> Self {
             Avx512(unsafe { _mm512_setzero_ps() })

@@ -374,15 +374,25 @@ fn nchwc_speed() {
         let flops = 2.0 * (cs.m * os * ks * if dw { 1 } else { c }) as f64;
         let reps = (2e9 / flops).clamp(3.0, 200.0) as usize;
         // Best of 5 batches of thread CPU time: the machine is shared.
-        let time = |f: &mut dyn FnMut()| {
+        // COLD=1 evicts the caches before each call, as in a network whose
+        // layers each bring new weights.
+        let cold = std::env::var_os("COLD").is_some();
+        let mut junk = vec![0u8; if cold { 16 << 20 } else { 0 }];
+        let mut time = |f: &mut dyn FnMut()| {
             f();
+            let reps = if cold { 5 } else { reps };
             (0..5)
                 .map(|_| {
-                    let t = thread_cpu();
+                    let mut total = 0.0;
                     for _ in 0..reps.div_ceil(5) {
+                        for (i, b) in junk.iter_mut().enumerate().step_by(64) {
+                            *b = b.wrapping_add(i as u8);
+                        }
+                        let t = thread_cpu();
                         f();
+                        total += thread_cpu() - t;
                     }
-                    (thread_cpu() - t) / reps.div_ceil(5) as f64
+                    total / reps.div_ceil(5) as f64
                 })
                 .fold(f64::INFINITY, f64::min)
         };
