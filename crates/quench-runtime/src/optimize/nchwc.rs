@@ -7,7 +7,8 @@
 //! its X comes from one (and it has more than
 //! [`SMALL_INPUT`](quench_kernels::conv::nchwc::SMALL_INPUT) input
 //! channels: the first layers read NCHW), or its output is such an X or
-//! any one's fused residual. A lone Conv keeps the im2col + GEMM path,
+//! any one's fused residual (a residual must itself come from one). A
+//! lone Conv keeps the im2col + GEMM path,
 //! except a first layer (few input channels), where im2col is slow.
 //! Only on CPUs with AVX-512, where the kernels are faster.
 
@@ -79,11 +80,25 @@ pub(super) fn rewrite(
     if !quench_kernels::conv::nchwc::fast() {
         return None;
     }
-    let cands: HashMap<usize, Cand> = nodes
+    let mut cands: HashMap<usize, Cand> = nodes
         .iter()
         .enumerate()
         .filter_map(|(i, n)| Some((i, candidate(n, consts)?)))
         .collect();
+    // A fused residual joins only when another such convolution makes it:
+    // one from elsewhere may broadcast (the NCHW FusedConv handles that),
+    // the blocked one does not.
+    loop {
+        let outs: HashSet<&str> = cands
+            .keys()
+            .map(|&i| nodes[i].outputs[0].as_str())
+            .collect();
+        let before = cands.len();
+        cands.retain(|&i, _| nodes[i].input(3).is_none_or(|r| outs.contains(r)));
+        if cands.len() == before {
+            break;
+        }
+    }
     let producer: HashMap<&str, usize> = cands
         .keys()
         .map(|&i| (nodes[i].outputs[0].as_str(), i))
