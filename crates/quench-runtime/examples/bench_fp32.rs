@@ -3,7 +3,7 @@
 //! The input is raw little-endian f32 for the model's single input; the
 //! first output is written the same way. Prints every run's time
 //! (`times_ms ...`), its CPU time (`cpu_times_ms ...`) and the wall-time median (`median_ms X`), and with
-//! `--profile` the median time per op type. Driven by scripts/bench_fp32.py.
+//! `--profile` the median CPU time per op type. Driven by scripts/bench_fp32.py.
 
 use quench_ir::{Dim, Tensor};
 use quench_runtime::{RunHooks, Session};
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 /// Op type, and for Conv (fused or not) its kernel, stride and whether it is depthwise.
 fn profile_key(n: &quench_ir::Node) -> String {
-    if n.op_type != "Conv" && n.op_type != "FusedConv" {
+    if n.op_type != "Conv" && n.op_type != "FusedConv" && n.op_type != "NchwcConv" {
         return n.op_type.clone();
     }
     let k = n
@@ -22,7 +22,9 @@ fn profile_key(n: &quench_ir::Node) -> String {
         .map_or(0, |k| k[0]);
     let s = n.attr_ints("strides").ok().flatten().map_or(1, |s| s[0]);
     let g = n.attr_int_or("group", 1).unwrap_or(1);
-    format!("Conv k{k} s{s}{}", if g > 1 { " dw" } else { "" })
+    // NCHWc convolutions are listed under the same keys, marked with "c".
+    let c = if n.op_type == "NchwcConv" { "c" } else { "" };
+    format!("Conv{c} k{k} s{s}{}", if g > 1 { " dw" } else { "" })
 }
 
 #[repr(C)]
@@ -91,8 +93,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut per_op: BTreeMap<String, Vec<Duration>> = BTreeMap::new();
     for _ in 0..runs {
         let mut this_run: BTreeMap<String, Duration> = BTreeMap::new();
-        let mut on_time = |n: &quench_ir::Node, d: Duration| {
-            *this_run.entry(profile_key(n)).or_default() += d;
+        // Per node: process CPU time since the previous node ended (the
+        // machine may be shared, and wall time then counts other work).
+        let mut last = cpu_time();
+        let mut on_time = |n: &quench_ir::Node, _wall: Duration| {
+            let now = cpu_time();
+            *this_run.entry(profile_key(n)).or_default() += now.saturating_sub(last);
+            last = now;
         };
         let mut hooks = RunHooks {
             on_node_time: profile.then_some(&mut on_time as _),

@@ -6,6 +6,7 @@ mod depthwise;
 mod epilogue;
 mod im2col;
 pub(crate) mod isa;
+pub mod nchwc;
 
 pub use depthwise::depthwise2d;
 pub use epilogue::{Act, epilogue};

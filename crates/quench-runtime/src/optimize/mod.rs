@@ -5,6 +5,9 @@
 //! node that applies them to its output while it is hot in cache, instead of
 //! three passes over three fresh tensors.
 //!
+//! Then, on CPUs where it pays, chains of convolutions switch to the
+//! blocked NCHWc layout ([`nchwc`]).
+//!
 //! Fused-away values are never materialised, so a plan keeps an unfused twin
 //! for runs that observe every value (see [`crate::Plan`]).
 
@@ -15,6 +18,9 @@ pub use gelu::fuse_gelu;
 use index::Index;
 use quench_ir::{Attr, Graph, Node};
 use std::collections::{HashMap, HashSet};
+
+mod nchwc;
+pub use nchwc::{FROM_NCHWC, NCHWC_CONV, TO_NCHWC};
 
 /// Domain of the internal ops this pass emits (never in a model file).
 pub const DOMAIN: &str = "quench.internal";
@@ -61,7 +67,8 @@ fn is_onnx(n: &Node, op: &str) -> bool {
     n.op_type == op && (n.domain.is_empty() || n.domain == "ai.onnx")
 }
 
-/// The graph's nodes with Conv chains fused, or `None` when nothing fuses.
+/// The graph's nodes with Conv chains fused (and in NCHWc form where that
+/// applies), or `None` when nothing changes.
 /// `opset` is the default domain's version (Clip's bounds moved from
 /// attributes to inputs in opset 11).
 pub fn fuse_conv_chains(graph: &Graph, opset: i64) -> Option<Vec<Node>> {
@@ -127,18 +134,17 @@ pub fn fuse_conv_chains(graph: &Graph, opset: i64) -> Option<Vec<Node>> {
         removed.extend(absorbed);
         replaced.insert(i, fused);
     }
-    if replaced.is_empty() {
-        return None;
-    }
-    Some(
+    let fused: Option<Vec<Node>> = (!replaced.is_empty()).then(|| {
         graph
             .nodes
             .iter()
             .enumerate()
             .filter(|(i, _)| !removed.contains(i))
             .map(|(i, n)| replaced.remove(&i).unwrap_or_else(|| n.clone()))
-            .collect(),
-    )
+            .collect()
+    });
+    let base = fused.as_deref().unwrap_or(&graph.nodes);
+    nchwc::rewrite(graph, base, &index).or(fused)
 }
 
 #[cfg(test)]

@@ -22,10 +22,8 @@ struct Conv {
     residual: bool,
 }
 
-/// The internal FusedConv of [`crate::optimize`]: a Conv plus its epilogue.
-pub(super) fn build_fused(ctx: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
-    let mut op = build_conv(ctx)?;
-    let node = ctx.node;
+/// The activation attributes of a fused convolution node.
+pub(super) fn fused_activation(node: &quench_ir::Node) -> Result<Act, OpError> {
     let params = node.attr_floats("activation_params")?.unwrap_or_default();
     let param = |i: usize| {
         params
@@ -33,14 +31,20 @@ pub(super) fn build_fused(ctx: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
             .copied()
             .ok_or_else(|| OpError::Invalid(format!("activation_params {params:?} too short")))
     };
-    op.act = match node.attr_string_or("activation", "")?.as_str() {
+    Ok(match node.attr_string_or("activation", "")?.as_str() {
         "" => Act::None,
         "Relu" => Act::Relu,
         "Clip" => Act::Clip(param(0)?, param(1)?),
         "LeakyRelu" => Act::LeakyRelu(param(0)?),
         other => bail_invalid!("FusedConv activation '{other}' is unknown"),
-    };
-    op.residual = node.input(3).is_some();
+    })
+}
+
+/// The internal FusedConv of [`crate::optimize`]: a Conv plus its epilogue.
+pub(super) fn build_fused(ctx: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
+    let mut op = build_conv(ctx)?;
+    op.act = fused_activation(ctx.node)?;
+    op.residual = ctx.node.input(3).is_some();
     Ok(Box::new(op))
 }
 

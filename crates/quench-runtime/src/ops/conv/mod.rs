@@ -1,9 +1,11 @@
 //! Convolutions: Conv (im2col + GEMM, direct GEMM for pointwise, a direct
-//! depthwise kernel) and ConvTranspose (GEMM + col2im). The spatial
+//! depthwise kernel), its NCHWc form for chains of them (`nchwc`), and
+//! ConvTranspose (GEMM + col2im). The spatial
 //! attribute handling here is shared with the pooling operators.
 
 pub(crate) mod attrs;
 mod forward;
+mod nchwc;
 mod transpose;
 
 use crate::Registry;
@@ -17,6 +19,10 @@ pub fn register(r: &mut Registry) {
         crate::optimize::FUSED_CONV,
         forward::build_fused,
     );
+    use crate::optimize::{DOMAIN, FROM_NCHWC, NCHWC_CONV, TO_NCHWC};
+    r.register(DOMAIN, NCHWC_CONV, nchwc::build_conv);
+    r.register(DOMAIN, TO_NCHWC, nchwc::build_to_nchwc);
+    r.register(DOMAIN, FROM_NCHWC, nchwc::build_from_nchwc);
 }
 
 thread_local! {
