@@ -73,7 +73,7 @@ impl Engine {
             let wrap = |e: TrainError| TrainError::Node {
                 node: n.label(),
                 op: n.op_type.clone(),
-                source: Box::new(e),
+                error: Box::new(e),
             };
             if !(n.domain.is_empty() || n.domain == "ai.onnx") {
                 return Err(wrap(TrainError::Unsupported(format!(
@@ -132,6 +132,18 @@ impl Engine {
         }
         let mut uses = vec![0usize; names.len()];
         for n in &nodes {
+            if n.op.blocked()
+                && let Some(v) = n.inputs.iter().flatten().find(|&&v| requires_grad[v])
+            {
+                return Err(TrainError::Node {
+                    node: n.name.clone(),
+                    op: n.op_type.clone(),
+                    error: Box::new(TrainError::Unsupported(format!(
+                        "no backward rule for {}, and a gradient must flow into its input '{}'",
+                        n.op_type, names[*v]
+                    ))),
+                });
+            }
             let rg = n
                 .inputs
                 .iter()
@@ -233,7 +245,7 @@ impl Engine {
             let wrap = |e: TrainError| TrainError::Node {
                 node: n.name.clone(),
                 op: n.op_type.clone(),
-                source: Box::new(e),
+                error: Box::new(e),
             };
             let mut xs = Vec::with_capacity(n.inputs.len());
             for v in &n.inputs {
@@ -355,7 +367,7 @@ impl Engine {
                     .map_err(|e| TrainError::Node {
                         node: n.name.clone(),
                         op: n.op_type.clone(),
-                        source: Box::new(e),
+                        error: Box::new(e),
                     })?;
             drop(s);
             for (i, g) in gx.into_iter().enumerate() {

@@ -10,13 +10,14 @@ pub enum TrainError {
     /// Valid ONNX that the trainer does not implement.
     #[error("unsupported: {0}")]
     Unsupported(String),
-    /// An error inside one node, with its name and op type.
-    #[error("node '{node}' ({op}): {source}")]
+    /// An error inside one node, with its name and op type. The inner error
+    /// is part of the message and not a `source`, so a chain printer
+    /// (`{:#}`) does not say it twice.
+    #[error("node '{node}' ({op}): {error}")]
     Node {
         node: String,
         op: String,
-        #[source]
-        source: Box<TrainError>,
+        error: Box<TrainError>,
     },
     #[error("{path}: {source}")]
     Io {

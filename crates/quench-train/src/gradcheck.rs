@@ -19,7 +19,7 @@ pub fn rand_input(shape: &[usize], seed: u64) -> Tensor {
     Tensor::from_vec(shape.to_vec(), v).unwrap()
 }
 
-fn graph_of(node: &Node, inputs: &[(&str, Tensor)], consts: &[(&str, Tensor)]) -> Graph {
+pub fn graph_of(node: &Node, inputs: &[(&str, Tensor)], consts: &[(&str, Tensor)]) -> Graph {
     let mut g = Graph {
         nodes: vec![node.clone()],
         ..Default::default()

@@ -51,6 +51,12 @@ pub trait Op: Send + Sync {
         i == 0
     }
 
+    /// Whether a gradient reaching an input is an error (ops that run
+    /// without a backward rule).
+    fn blocked(&self) -> bool {
+        false
+    }
+
     /// Computes the outputs. `need[i]` says whether input `i`'s gradient will
     /// be asked for; when none is, nothing needs saving.
     fn forward(&self, cx: &Ctx, x: &[Option<Arc<Tensor>>], need: &[bool]) -> Result<Fwd>;

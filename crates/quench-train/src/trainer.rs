@@ -176,8 +176,96 @@ impl Trainer {
         Ok((v, v.len() / n))
     }
 
+    /// How batches of `chw` samples reach the model: `None` as they are,
+    /// `Some(note)` reshaped to the input's declared per-sample shape (same
+    /// element count: a PyTorch export may take [N, 28, 28] where the data
+    /// is NCHW), or an error naming the input and both shapes.
+    pub fn input_adaptation(&self, chw: [usize; 3]) -> Result<Option<String>> {
+        let Some(vi) = self.model.graph.runtime_inputs().next() else {
+            return Ok(None);
+        };
+        let Some(dims) = vi.shape() else {
+            return Ok(None);
+        };
+        let show = |d: &[quench_ir::Dim]| {
+            d.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let fixed: Option<Vec<usize>> = dims
+            .get(1..)
+            .unwrap_or_default()
+            .iter()
+            .map(|d| match d {
+                quench_ir::Dim::Fixed(v) => usize::try_from(*v).ok(),
+                _ => None,
+            })
+            .collect();
+        let same_rank = dims.len() == 4;
+        let matches = same_rank
+            && dims[1..].iter().zip(chw).all(|(d, v)| match d {
+                quench_ir::Dim::Fixed(w) => *w == v as u64,
+                _ => true,
+            });
+        if matches {
+            return Ok(None);
+        }
+        match fixed {
+            Some(s)
+                if !dims.is_empty()
+                    && s.iter().product::<usize>() == chw.iter().product::<usize>() =>
+            {
+                Ok(Some(format!(
+                    "input '{}' is declared [{}]: batches of {chw:?} samples are reshaped to [N, {}]",
+                    vi.name,
+                    show(dims),
+                    show(&dims[1..])
+                )))
+            }
+            _ => invalid!(
+                "input '{}' is declared [{}], but the data's batches are [N, {}, {}, {}]",
+                vi.name,
+                show(dims),
+                chw[0],
+                chw[1],
+                chw[2]
+            ),
+        }
+    }
+
+    /// `x` ([N, C, H, W]) in the model input's declared per-sample shape
+    /// when that differs but holds as many elements (see
+    /// [`Trainer::input_adaptation`]).
+    fn feed(&self, x: Tensor) -> Result<Tensor> {
+        let Some(dims) = self
+            .model
+            .graph
+            .runtime_inputs()
+            .next()
+            .and_then(|vi| vi.shape())
+        else {
+            return Ok(x);
+        };
+        let (Some(&n), [c, h, w]) = (x.shape().first(), x.shape().get(1..).unwrap_or_default())
+        else {
+            return Ok(x);
+        };
+        if self.input_adaptation([*c, *h, *w])?.is_none() {
+            return Ok(x);
+        }
+        let mut shape = vec![n];
+        for d in dims.get(1..).unwrap_or_default() {
+            if let quench_ir::Dim::Fixed(v) = d {
+                shape.push(*v as usize);
+            }
+        }
+        Ok(Tensor::new(shape, x.data().clone())?)
+    }
+
     /// One optimisation step on a batch; returns (loss, correct).
     pub fn train_step(&mut self, x: Tensor, labels: &[i64], lr: f32) -> Result<(f32, usize)> {
+        let x = self.feed(x)?;
         let threads = self.cfg.threads.max(1);
         let seed = mix(self.cfg.seed ^ mix(self.step as u64 + 1));
         let n = labels.len();
@@ -239,6 +327,7 @@ impl Trainer {
                 vec![n, c, h, w],
                 ds.images[start * s..(start + n) * s].to_vec(),
             )?;
+            let x = self.feed(x)?;
             let labels = &ds.labels[start..start + n];
             let t = self.pool.install(|| {
                 self.engine

@@ -226,3 +226,88 @@ fn trains_the_row_lstm_and_quench_and_onnxruntime_run_it() {
     }
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn fine_tunes_the_pytorch_row_lstm_export_and_runtimes_run_it() {
+    let d = tmp("lstm-export");
+    let (out, log) = (d.join("ft.onnx"), d.join("log.json"));
+    // The export takes [N, 28, 28] and builds its initial states with
+    // Shape/Gather/Concat/ConstantOfShape; the data is NCHW [N, 1, 28, 28].
+    let o = Command::new(env!("CARGO_BIN_EXE_quench"))
+        .arg("train")
+        .arg("--model")
+        .arg(root().join("examples/mnist/lstm_rows.onnx"))
+        .arg("--data")
+        .arg(root().join("data/mnist5k/mnist_5k.csv.gz"))
+        .args(["--val", "split:100", "--threads", "2", "--seed", "1"])
+        .args(["--epochs", "1", "--batch", "64", "--lr", "1e-3"])
+        .args(["--norm", "0.1307,0.3081"])
+        .arg("-o")
+        .arg(&out)
+        .arg("--log")
+        .arg(&log)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(err.matches("reshaped to [N, 28, 28]").count(), 1, "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&log).unwrap()).unwrap();
+    let before = v["initial"]["val_loss"].as_f64().unwrap();
+    let after = v["epochs"][0]["val_loss"].as_f64().unwrap();
+    assert!(after < before, "{before} -> {after}");
+    let m = quench_onnx::load_model(&out).unwrap();
+    assert!(m.graph.nodes.iter().any(|n| n.op_type == "ConstantOfShape"));
+
+    let x: Vec<f32> = (0..3 * 28 * 28)
+        .map(|i| ((i * 37) % 17) as f32 / 8.0 - 1.0)
+        .collect();
+    let x = quench_ir::Tensor::from_vec(vec![3, 28, 28], x).unwrap();
+    let inputs = d.join("x.npz");
+    quench_data::write_npz(&inputs, &[("input".into(), x)]).unwrap();
+    let res = d.join("res");
+    let o = common::quench(&[
+        "run",
+        out.to_str().unwrap(),
+        "--inputs",
+        inputs.to_str().unwrap(),
+        "-o",
+        res.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let logits = quench_data::read_npy(&res.join("logits.npy")).unwrap();
+    assert_eq!(logits.shape(), &[3, 10]);
+    if let Some(cache) = common::cache_dir("venv/bin/python") {
+        let check = Command::new(common::python(&cache))
+            .arg(root().join("scripts/dynamic/check_ort_run.py"))
+            .args([&out, &inputs, &res])
+            .args(["--atol", "1e-4"])
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn a_batch_that_cannot_fit_the_model_input_names_both_shapes() {
+    let d = tmp("lstm-shape");
+    let o = train(&["--epochs", "1"])
+        .arg("--model")
+        .arg(root().join("examples/mnist/lstm_rows.onnx"))
+        .arg("-o")
+        .arg(d.join("ft.onnx"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("input 'input' is declared [batch, 28, 28]") && err.contains("[N, 1, 8, 8]"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -5,6 +5,7 @@ pub mod binary;
 pub mod conv;
 pub mod conv_transpose;
 pub mod dropout;
+pub mod frozen;
 pub mod linear;
 pub mod norm;
 pub mod pool;
@@ -39,6 +40,9 @@ pub fn build(node: &Node, opset: i64) -> Result<Box<dyn Op>> {
         "Shape" => shape::build_shape(node),
         "Dropout" => dropout::build(node),
         "LSTM" | "GRU" => rnn::build(node),
-        o => unsupported!("no backward rule for {o}"),
+        o => match frozen::build(node, opset)? {
+            Some(op) => Ok(op),
+            None => unsupported!("no backward rule for {o}, and the runtime does not know it"),
+        },
     }
 }

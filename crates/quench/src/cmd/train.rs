@@ -240,6 +240,9 @@ pub fn run(a: Args) -> Result<()> {
         val.len(),
         train.chw
     );
+    if let Some(note) = t.input_adaptation(train.chw)? {
+        eprintln!("{note}");
+    }
     let initial = if a.model.is_some() && t.step == 0 {
         let (l, acc) = t.evaluate(&val)?;
         eprintln!("before training: val loss {l:.4} acc {:.2}%", acc * 100.0);
