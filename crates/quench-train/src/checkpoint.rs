@@ -65,8 +65,29 @@ pub fn save(t: &Trainer, dir: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Removes the temp files (`.checkpoint.safetensors.tmp<pid>`) of runs that
+/// were killed while writing a checkpoint: the checkpoint itself is whole
+/// (the rename never happened), the temp is garbage.
+fn remove_stale_temps(dir: &Path) {
+    let prefix = format!(".{FILE}.tmp");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = name.strip_prefix(&prefix).unwrap_or("");
+        if !pid.is_empty()
+            && pid.bytes().all(|b| b.is_ascii_digit())
+            && pid != std::process::id().to_string()
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Restores `dir/checkpoint.safetensors` into `t`; false when there is none.
 pub fn load(t: &mut Trainer, dir: &Path) -> Result<bool> {
+    remove_stale_temps(dir);
     let path = dir.join(FILE);
     if !path.exists() {
         return Ok(false);
