@@ -1,6 +1,7 @@
 //! LSTM and GRU: backpropagation through time over the ONNX recurrent ops.
 
 mod common;
+mod dims;
 mod gru;
 mod lstm;
 

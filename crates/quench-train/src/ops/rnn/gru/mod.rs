@@ -9,14 +9,12 @@
 //! gradients of every step are kept until the end of the step loop.
 
 use super::common::RnnAttrs;
+use super::dims::{Dims, expect_shape};
 use crate::op::{Ctx, Fwd, Grad, Op, Saved, arc_in, f32_in, f32_tensor, opt_in, req, saved};
 use crate::{Result, invalid};
-use dims::{Dims, expect_shape};
 use quench_ir::{DType, Node, Tensor};
 use quench_kernels::gemm::sgemm_strided;
 use std::sync::Arc;
-
-mod dims;
 
 pub struct Gru {
     a: RnnAttrs,

@@ -12,6 +12,7 @@ mod cell;
 mod tests;
 
 use super::common::RnnAttrs;
+use super::dims::{Dims, expect_shape};
 use crate::op::{Ctx, Fwd, Grad, Op, Saved, arc_in, check_len, f32_in, f32_tensor, opt_in, saved};
 use crate::{Result, TrainError, invalid, unsupported};
 use cell::{DirFwd, DirGrad};
@@ -37,105 +38,6 @@ pub fn build(node: &Node) -> Result<Box<dyn Op>> {
     Ok(Box::new(Lstm { attrs }))
 }
 
-/// Sizes of one run and the index maps between ONNX layouts and the
-/// `[row, features]` buffers the directions work on (rows in X's order).
-#[derive(Clone, Debug)]
-pub(super) struct Dims {
-    pub seq: usize,
-    pub batch: usize,
-    pub input: usize,
-    pub hidden: usize,
-    pub dirs: usize,
-    pub batch_first: bool,
-    /// Valid steps of each batch entry.
-    pub lens: Vec<usize>,
-}
-
-impl Dims {
-    /// Row of X (and of the per-direction buffers) for step `t` of entry `b`.
-    pub fn x_row(&self, t: usize, b: usize) -> usize {
-        if self.batch_first {
-            b * self.seq + t
-        } else {
-            t * self.batch + b
-        }
-    }
-
-    /// Offset of (direction `d`, entry `b`) in initial/final state tensors.
-    pub fn state_at(&self, d: usize, b: usize) -> usize {
-        let i = if self.batch_first {
-            b * self.dirs + d
-        } else {
-            d * self.batch + b
-        };
-        i * self.hidden
-    }
-
-    /// Offset of (step `t`, direction `d`, entry `b`) in Y.
-    pub fn y_at(&self, t: usize, d: usize, b: usize) -> usize {
-        let i = if self.batch_first {
-            (b * self.seq + t) * self.dirs + d
-        } else {
-            (t * self.dirs + d) * self.batch + b
-        };
-        i * self.hidden
-    }
-
-    fn y_shape(&self) -> Vec<usize> {
-        let (s, d, b, h) = (self.seq, self.dirs, self.batch, self.hidden);
-        if self.batch_first {
-            vec![b, s, d, h]
-        } else {
-            vec![s, d, b, h]
-        }
-    }
-
-    fn state_shape(&self) -> Vec<usize> {
-        let (d, b, h) = (self.dirs, self.batch, self.hidden);
-        if self.batch_first {
-            vec![b, d, h]
-        } else {
-            vec![d, b, h]
-        }
-    }
-
-    pub fn rows(&self) -> usize {
-        self.seq * self.batch
-    }
-
-    pub fn max_len(&self) -> usize {
-        self.lens.iter().copied().max().unwrap_or(0)
-    }
-
-    /// The time step entry `b` processes at iteration `s`, if any.
-    pub fn step_time(&self, s: usize, b: usize, reverse: bool) -> Option<usize> {
-        let len = self.lens.get(b).copied().unwrap_or(0);
-        (s < len).then(|| if reverse { len - 1 - s } else { s })
-    }
-
-    /// Direction `d`'s `[batch, hidden]` rows of a state tensor (zeros if absent).
-    pub fn gather_state(&self, s: Option<&[f32]>, d: usize) -> Vec<f32> {
-        let h = self.hidden;
-        let mut v = vec![0f32; self.batch * h];
-        if let Some(s) = s {
-            for (b, row) in v.chunks_mut(h).enumerate() {
-                let o = self.state_at(d, b);
-                row.copy_from_slice(&s[o..o + h]);
-            }
-        }
-        v
-    }
-
-    /// Writes direction `d`'s `[batch, hidden]` rows into a state tensor.
-    fn scatter_state(&self, src: &[f32], d: usize, dst: &mut [f32]) {
-        let h = self.hidden;
-        for (b, row) in src.chunks(h).enumerate() {
-            let o = self.state_at(d, b);
-            dst[o..o + h].copy_from_slice(row);
-        }
-    }
-}
-
 /// The validated inputs of one call.
 pub(super) struct Io<'a> {
     pub dims: Dims,
@@ -146,13 +48,6 @@ pub(super) struct Io<'a> {
     pub h0: Option<&'a [f32]>,
     pub c0: Option<&'a [f32]>,
     pub p: Option<&'a [f32]>,
-}
-
-fn expect_shape(t: &Tensor, want: &[usize], what: &str) -> Result<()> {
-    if t.shape() != want {
-        invalid!("{what} has shape {:?}, expected {want:?}", t.shape());
-    }
-    Ok(())
 }
 
 /// An optional float input of shape `want`.

@@ -1,4 +1,5 @@
-//! GRU sizes and the index maths of the ONNX layouts.
+//! Sizes of one LSTM/GRU run and the index maps between the ONNX layouts
+//! (layout 0/1) and the `[row, features]` buffers the directions work on.
 
 use crate::{Result, invalid};
 use quench_ir::Tensor;
@@ -12,6 +13,7 @@ pub struct Dims {
     pub hidden: usize,
     pub dirs: usize,
     pub batch_first: bool,
+    /// Valid steps of each batch entry.
     pub lens: Vec<usize>,
 }
 
@@ -66,8 +68,30 @@ impl Dims {
     }
     /// The time step batch entry `b` processes at step `s`, if any.
     pub fn step_time(&self, s: usize, b: usize, reverse: bool) -> Option<usize> {
-        let len = self.lens[b];
+        let len = self.lens.get(b).copied().unwrap_or(0);
         (s < len).then(|| if reverse { len - 1 - s } else { s })
+    }
+
+    /// Direction `d`'s `[batch, hidden]` rows of a state tensor (zeros if absent).
+    pub fn gather_state(&self, s: Option<&[f32]>, d: usize) -> Vec<f32> {
+        let h = self.hidden;
+        let mut v = vec![0f32; self.batch * h];
+        if let Some(s) = s {
+            for (b, row) in v.chunks_mut(h).enumerate() {
+                let o = self.state_at(d, b);
+                row.copy_from_slice(&s[o..o + h]);
+            }
+        }
+        v
+    }
+
+    /// Writes direction `d`'s `[batch, hidden]` rows into a state tensor.
+    pub fn scatter_state(&self, src: &[f32], d: usize, dst: &mut [f32]) {
+        let h = self.hidden;
+        for (b, row) in src.chunks(h).enumerate() {
+            let o = self.state_at(d, b);
+            dst[o..o + h].copy_from_slice(row);
+        }
     }
 }
 
