@@ -7,7 +7,7 @@ use crate::fallback::{FallbackReport, batch_len, choose_float_nodes};
 use crate::passes::{ConvertReport, PrepareReport, QuantPlan, convert_qdq, prepare};
 use crate::{Format, IntReport, QuantConfig, QuantError, to_int};
 use quench_ir::Model;
-use quench_runtime::Session;
+use quench_runtime::{PlanOptions, Registry, Session};
 
 /// The quantized model and what every stage did.
 pub struct Quantized {
@@ -36,13 +36,29 @@ pub fn quantize_static(
         model.graph.nodes.iter().map(|n| n.name.as_str()).collect();
     cfg.check_node_names(|n| names.contains(n))?;
     let mut prepared = prepare(model, cfg)?;
-    let session = Session::new(&prepared.model, threads)
-        .map_err(|e| QuantError::Config(format!("cannot run the prepared float model: {e}")))?;
     let targets: Vec<_> = prepared
         .plan
         .calibrated()
         .map(|a| (a.tensor.clone(), a.config))
         .collect();
+    let means = if cfg.bias_correction {
+        mean_inputs(&prepared.model.graph, &prepared.plan)
+    } else {
+        Vec::new()
+    };
+    // Calibration runs the fused plan (fast conv layouts) with the observed
+    // tensors kept intact, rather than the unfused one a hook otherwise gets.
+    let observed = targets
+        .iter()
+        .map(|(n, _)| n.clone())
+        .chain(means.iter().map(|(n, _)| n.clone()));
+    let session = Session::with_plan_options(
+        &prepared.model,
+        &Registry::standard(),
+        threads,
+        PlanOptions::observing(observed),
+    )
+    .map_err(|e| QuantError::Config(format!("cannot run the prepared float model: {e}")))?;
     // The fallback measures on the first calibration batches: keep copies.
     let wanted = if cfg.fallback_sqnr_db.is_some() {
         cfg.fallback_samples
@@ -59,11 +75,6 @@ pub fn quantize_static(
             kept.push(b.clone());
         }
     });
-    let means = if cfg.bias_correction {
-        mean_inputs(&prepared.model.graph, &prepared.plan)
-    } else {
-        Vec::new()
-    };
     let calibration = calibrate(
         &session,
         &targets,

@@ -3,8 +3,8 @@
 use crate::registry::{Registry, normalize_domain};
 use crate::{BuildCtx, Op, RunCtx, RuntimeError};
 use quench_ir::graph::subgraph_free_names;
-use quench_ir::{Dim, Graph, Model, Tensor};
-use std::collections::HashMap;
+use quench_ir::{DType, Dim, Graph, Model, Tensor, ValueInfo};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// One node, ready to run.
@@ -50,21 +50,41 @@ pub struct Plan {
     /// When this plan fuses nodes: the plan without fusion, for runs that
     /// observe every intermediate value (fused-away values never exist).
     unfused: Option<Box<Plan>>,
+    /// Values a hooked run of this (fused) plan still produces intact, so
+    /// such runs need not fall back to `unfused` (see [`PlanOptions::observed`]).
+    observed: Option<HashSet<String>>,
 }
 
 /// How a plan is built.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct PlanOptions {
     /// Apply the fusion pass of [`crate::optimize`]. On by default; the
     /// environment variable `QUENCH_NO_FUSE` turns the default off (to run
     /// a test suite both ways).
     pub fuse: bool,
+    /// Values a caller will watch through [`RunHooks::on_value`] (calibration).
+    /// Fusion keeps them as it keeps graph outputs, and hooked runs then use
+    /// the fused plan (fast layouts included) instead of the unfused one; the
+    /// hook still sees every other value the fused plan makes, under its own
+    /// name. Empty: hooked runs use the unfused plan and see every value.
+    pub observed: Vec<String>,
 }
 
 impl Default for PlanOptions {
     fn default() -> Self {
         PlanOptions {
             fuse: std::env::var_os("QUENCH_NO_FUSE").is_none(),
+            observed: Vec::new(),
+        }
+    }
+}
+
+impl PlanOptions {
+    /// The default options, keeping `names` for a hook (see [`PlanOptions::observed`]).
+    pub fn observing(names: impl IntoIterator<Item = String>) -> Self {
+        PlanOptions {
+            observed: names.into_iter().collect(),
+            ..PlanOptions::default()
         }
     }
 }
@@ -97,15 +117,35 @@ impl Plan {
             return Ok(plain);
         }
         let opset = opsets.get("").copied().unwrap_or(21);
-        let g = &model.graph;
-        let conv = registry
-            .get(crate::optimize::DOMAIN, crate::optimize::FUSED_CONV)
-            .and_then(|_| crate::optimize::fuse_conv_chains(g, opset));
-        let gelu = registry
-            .get("", "Gelu")
-            .and_then(|_| crate::optimize::fuse_gelu(conv.as_deref().unwrap_or(&g.nodes), g));
-        let Some(nodes) = gelu.or(conv) else {
-            return Ok(plain);
+        // Observed values count as graph outputs for the passes, so none is
+        // fused away (the copy holding them is dropped once the passes ran).
+        let nodes = {
+            let watched;
+            let g = if options.observed.is_empty() {
+                &model.graph
+            } else {
+                let mut w = model.graph.clone();
+                let have: HashSet<&str> = w.outputs.iter().map(|o| o.name.as_str()).collect();
+                let extra: Vec<ValueInfo> = options
+                    .observed
+                    .iter()
+                    .filter(|n| !have.contains(n.as_str()))
+                    .map(|n| ValueInfo::tensor(n, DType::F32, None))
+                    .collect();
+                w.outputs.extend(extra);
+                watched = w;
+                &watched
+            };
+            let conv = registry
+                .get(crate::optimize::DOMAIN, crate::optimize::FUSED_CONV)
+                .and_then(|_| crate::optimize::fuse_conv_chains(g, opset));
+            let gelu = registry
+                .get("", "Gelu")
+                .and_then(|_| crate::optimize::fuse_gelu(conv.as_deref().unwrap_or(&g.nodes), g));
+            match gelu.or(conv) {
+                Some(nodes) => nodes,
+                None => return Ok(plain),
+            }
         };
         let g = &model.graph;
         let fused_graph = Graph {
@@ -120,6 +160,9 @@ impl Plan {
         };
         let mut fused = Plan::compile(&fused_graph, registry, &opsets, &[])?;
         fused.unfused = Some(Box::new(plain));
+        if !options.observed.is_empty() {
+            fused.observed = Some(options.observed.into_iter().collect());
+        }
         Ok(fused)
     }
 
@@ -264,6 +307,7 @@ impl Plan {
             steps,
             n_slots,
             unfused: None,
+            observed: None,
         })
     }
 
@@ -284,7 +328,7 @@ impl Plan {
         hooks: &mut RunHooks,
     ) -> Result<Vec<(String, Tensor)>, RuntimeError> {
         if let Some(plain) = &self.unfused
-            && (hooks.on_value.is_some() || hooks.keep_all)
+            && (hooks.keep_all || (hooks.on_value.is_some() && self.observed.is_none()))
         {
             return plain.run(ctx, inputs, hooks);
         }
@@ -512,6 +556,16 @@ impl Session {
         registry: &Registry,
         threads: usize,
     ) -> Result<Session, RuntimeError> {
+        Session::with_plan_options(model, registry, threads, PlanOptions::default())
+    }
+
+    /// Plans `model` as `options` say (e.g. values kept for a calibration hook).
+    pub fn with_plan_options(
+        model: &Model,
+        registry: &Registry,
+        threads: usize,
+        options: PlanOptions,
+    ) -> Result<Session, RuntimeError> {
         let threads = if threads == 0 {
             std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -524,7 +578,7 @@ impl Session {
             .build()
             .map_err(|e| RuntimeError::Invalid(format!("cannot start {threads} threads: {e}")))?;
         Ok(Session {
-            plan: Plan::new(model, registry)?,
+            plan: Plan::with_options(model, registry, options)?,
             pool,
             threads,
         })

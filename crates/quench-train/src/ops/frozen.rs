@@ -118,8 +118,15 @@ pub fn build(node: &Node, opset: i64) -> Result<Option<Box<dyn Op>>> {
         graph,
         ..Default::default()
     };
-    let plan = Plan::with_options(&model, &REGISTRY, PlanOptions { fuse: false })
-        .map_err(|e| TrainError::Invalid(e.to_string()))?;
+    let plan = Plan::with_options(
+        &model,
+        &REGISTRY,
+        PlanOptions {
+            fuse: false,
+            ..PlanOptions::default()
+        },
+    )
+    .map_err(|e| TrainError::Invalid(e.to_string()))?;
     Ok(Some(Box::new(Frozen {
         op_type: node.op_type.clone(),
         rule,
