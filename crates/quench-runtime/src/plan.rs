@@ -112,7 +112,14 @@ impl Plan {
         options: PlanOptions,
     ) -> Result<Plan, RuntimeError> {
         let opsets = opset_map(model);
-        let plain = Plan::compile(&model.graph, registry, &opsets, &[])?;
+        // Both plans share one copy of the weights.
+        let shared: HashMap<String, Arc<Tensor>> = model
+            .graph
+            .initializers
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::new(v.clone())))
+            .collect();
+        let plain = Plan::compile(&model.graph, &shared, registry, &opsets, &[])?;
         if !options.fuse {
             return Ok(plain);
         }
@@ -153,12 +160,12 @@ impl Plan {
             doc_string: g.doc_string.clone(),
             inputs: g.inputs.clone(),
             outputs: g.outputs.clone(),
-            initializers: g.initializers.clone(),
+            initializers: Default::default(), // in `shared`
             value_info: g.value_info.clone(),
             nodes,
             sparse_initializers: g.sparse_initializers.clone(),
         };
-        let mut fused = Plan::compile(&fused_graph, registry, &opsets, &[])?;
+        let mut fused = Plan::compile(&fused_graph, &shared, registry, &opsets, &[])?;
         fused.unfused = Some(Box::new(plain));
         if !options.observed.is_empty() {
             fused.observed = Some(options.observed.into_iter().collect());
@@ -166,13 +173,17 @@ impl Plan {
         Ok(fused)
     }
 
+    /// Compiles `graph`, whose initializers are `graph.initializers` plus
+    /// `shared` (taken as they are, not copied).
     fn compile(
         graph: &Graph,
+        shared: &HashMap<String, Arc<Tensor>>,
         registry: &Registry,
         opsets: &HashMap<String, i64>,
         outer_names: &[String],
     ) -> Result<Plan, RuntimeError> {
-        let order = graph.topo_order(&|n| outer_names.iter().any(|o| o == n))?;
+        let order =
+            graph.topo_order(&|n| shared.contains_key(n) || outer_names.iter().any(|o| o == n))?;
         let mut slots: HashMap<String, usize> = HashMap::new();
         let mut names: Vec<String> = Vec::new();
         let mut slot_of = |name: &str, slots: &mut HashMap<String, usize>| -> usize {
@@ -184,15 +195,19 @@ impl Plan {
 
         // Constants: initializers and Constant nodes without inputs are folded
         // into shared tensors so builders can pack weights.
-        let mut constants: HashMap<String, Arc<Tensor>> = graph
-            .initializers
-            .iter()
-            .map(|(k, v)| (k.clone(), Arc::new(v.clone())))
-            .collect();
-        let runtime_inputs: Vec<_> = graph.runtime_inputs().cloned().collect();
-        for ri in &runtime_inputs {
-            constants.remove(&ri.name);
+        let mut constants: HashMap<String, Arc<Tensor>> = shared.clone();
+        for (k, v) in &graph.initializers {
+            if !constants.contains_key(k) {
+                constants.insert(k.clone(), Arc::new(v.clone()));
+            }
         }
+        // Inputs that are not also initializers: what a caller must feed.
+        let runtime_inputs: Vec<_> = graph
+            .inputs
+            .iter()
+            .filter(|i| !constants.contains_key(&i.name))
+            .cloned()
+            .collect();
         for &i in &order {
             let n = &graph.nodes[i];
             if n.op_type == "Constant"
@@ -240,7 +255,7 @@ impl Plan {
             let implicit: Vec<String> = subgraph_free_names(node).map(str::to_string).collect();
             let compile = |g: &Graph| {
                 let visible: Vec<String> = implicit.clone();
-                Plan::compile(g, registry, opsets, &visible)
+                Plan::compile(g, &HashMap::new(), registry, opsets, &visible)
             };
             let ctx = BuildCtx {
                 node,
