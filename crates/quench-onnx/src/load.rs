@@ -3,7 +3,7 @@
 use crate::proto::{self, attribute_proto::AttributeType, type_proto};
 use crate::{OnnxError, tensor_from_proto};
 use prost::Message;
-use quench_ir::{Attr, DType, Dim, Graph, Model, Node, OpsetImport, ValueInfo, ValueType};
+use quench_ir::{Attr, DType, Dim, Graph, Model, Node, OpsetImport, Tensor, ValueInfo, ValueType};
 use std::path::Path;
 
 /// Subgraphs deeper than this are refused (a crafted file could recurse forever).
@@ -16,15 +16,22 @@ pub fn load_model(path: impl AsRef<Path>) -> Result<Model, OnnxError> {
         path: path.to_path_buf(),
         source: e,
     })?;
-    model_from_bytes(&bytes, path.parent())
+    let p = proto::ModelProto::decode(bytes.as_slice())?;
+    drop(bytes); // the decoded copy is all that is needed from here
+    model_from_proto(p, path.parent())
 }
 
 /// Decodes a model from memory; `base_dir` resolves external data.
 pub fn model_from_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<Model, OnnxError> {
-    let p = proto::ModelProto::decode(bytes)?;
-    let graph = p
+    model_from_proto(proto::ModelProto::decode(bytes)?, base_dir)
+}
+
+/// Converts a decoded model, freeing each weight's encoded bytes once it is
+/// converted, so a model is held about once in memory rather than three times.
+fn model_from_proto(mut p: proto::ModelProto, base_dir: Option<&Path>) -> Result<Model, OnnxError> {
+    let mut g = p
         .graph
-        .as_ref()
+        .take()
         .ok_or_else(|| OnnxError::Invalid("model has no graph".into()))?;
     let ctx = Ctx { base_dir };
     if p.ir_version.unwrap_or(0) <= 0 && p.opset_import.is_empty() {
@@ -57,7 +64,16 @@ pub fn model_from_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<Model, 
                 )
             })
             .collect(),
-        graph: ctx.graph(graph, 0)?,
+        graph: {
+            let mut initializers = indexmap::IndexMap::new();
+            for t in std::mem::take(&mut g.initializer) {
+                let (name, t) = ctx.initializer(&t)?;
+                initializers.insert(name, t);
+            }
+            let mut graph = ctx.graph(&g, 0)?;
+            graph.initializers = initializers;
+            graph
+        },
         functions: p.functions.iter().map(|f| f.encode_to_vec()).collect(),
     })
 }
@@ -75,11 +91,8 @@ impl Ctx<'_> {
         }
         let mut initializers = indexmap::IndexMap::new();
         for t in &g.initializer {
-            let name = t.name.clone().unwrap_or_default();
-            if name.is_empty() {
-                return Err(OnnxError::Invalid("an initializer has no name".into()));
-            }
-            initializers.insert(name, tensor_from_proto(t, self.base_dir)?);
+            let (name, t) = self.initializer(t)?;
+            initializers.insert(name, t);
         }
         let nodes = g
             .node
@@ -100,6 +113,14 @@ impl Ctx<'_> {
                 .map(|s| s.encode_to_vec())
                 .collect(),
         })
+    }
+
+    fn initializer(&self, t: &proto::TensorProto) -> Result<(String, Tensor), OnnxError> {
+        let name = t.name.clone().unwrap_or_default();
+        if name.is_empty() {
+            return Err(OnnxError::Invalid("an initializer has no name".into()));
+        }
+        Ok((name, tensor_from_proto(t, self.base_dir)?))
     }
 
     fn node(&self, n: &proto::NodeProto, depth: usize) -> Result<Node, OnnxError> {
