@@ -3,7 +3,7 @@
 use crate::registry::{Registry, normalize_domain};
 use crate::{BuildCtx, Op, RunCtx, RuntimeError};
 use quench_ir::graph::subgraph_free_names;
-use quench_ir::{DType, Dim, Graph, Model, Tensor, ValueInfo};
+use quench_ir::{DType, Dim, Graph, Model, Node, Tensor, ValueInfo};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -112,49 +112,84 @@ impl Plan {
         options: PlanOptions,
     ) -> Result<Plan, RuntimeError> {
         let opsets = opset_map(model);
-        // Both plans share one copy of the weights.
-        let shared: HashMap<String, Arc<Tensor>> = model
+        let nodes = Plan::fused_nodes(&model.graph, &opsets, registry, &options);
+        let shared = model
             .graph
             .initializers
             .iter()
             .map(|(k, v)| (k.clone(), Arc::new(v.clone())))
             .collect();
-        let plain = Plan::compile(&model.graph, &shared, registry, &opsets, &[])?;
+        Plan::assemble(&model.graph, shared, nodes, &opsets, registry, options)
+    }
+
+    /// Plans `model`, taking its weights instead of copying them: the
+    /// caller that no longer needs the model holds them once, not twice.
+    pub fn from_model(
+        mut model: Model,
+        registry: &Registry,
+        options: PlanOptions,
+    ) -> Result<Plan, RuntimeError> {
+        let opsets = opset_map(&model);
+        let nodes = Plan::fused_nodes(&model.graph, &opsets, registry, &options);
+        let shared = std::mem::take(&mut model.graph.initializers)
+            .into_iter()
+            .map(|(k, v)| (k, Arc::new(v)))
+            .collect();
+        Plan::assemble(&model.graph, shared, nodes, &opsets, registry, options)
+    }
+
+    /// The nodes of `g` after the fusion passes, or None when nothing fused.
+    fn fused_nodes(
+        g: &Graph,
+        opsets: &HashMap<String, i64>,
+        registry: &Registry,
+        options: &PlanOptions,
+    ) -> Option<Vec<Node>> {
         if !options.fuse {
-            return Ok(plain);
+            return None;
         }
         let opset = opsets.get("").copied().unwrap_or(21);
         // Observed values count as graph outputs for the passes, so none is
         // fused away (the copy holding them is dropped once the passes ran).
-        let nodes = {
-            let watched;
-            let g = if options.observed.is_empty() {
-                &model.graph
-            } else {
-                let mut w = model.graph.clone();
-                let have: HashSet<&str> = w.outputs.iter().map(|o| o.name.as_str()).collect();
-                let extra: Vec<ValueInfo> = options
-                    .observed
-                    .iter()
-                    .filter(|n| !have.contains(n.as_str()))
-                    .map(|n| ValueInfo::tensor(n, DType::F32, None))
-                    .collect();
-                w.outputs.extend(extra);
-                watched = w;
-                &watched
-            };
-            let conv = registry
-                .get(crate::optimize::DOMAIN, crate::optimize::FUSED_CONV)
-                .and_then(|_| crate::optimize::fuse_conv_chains(g, opset));
-            let gelu = registry
-                .get("", "Gelu")
-                .and_then(|_| crate::optimize::fuse_gelu(conv.as_deref().unwrap_or(&g.nodes), g));
-            match gelu.or(conv) {
-                Some(nodes) => nodes,
-                None => return Ok(plain),
-            }
+        let watched;
+        let g = if options.observed.is_empty() {
+            g
+        } else {
+            let mut w = g.clone();
+            let have: HashSet<&str> = w.outputs.iter().map(|o| o.name.as_str()).collect();
+            let extra: Vec<ValueInfo> = options
+                .observed
+                .iter()
+                .filter(|n| !have.contains(n.as_str()))
+                .map(|n| ValueInfo::tensor(n, DType::F32, None))
+                .collect();
+            w.outputs.extend(extra);
+            watched = w;
+            &watched
         };
-        let g = &model.graph;
+        let conv = registry
+            .get(crate::optimize::DOMAIN, crate::optimize::FUSED_CONV)
+            .and_then(|_| crate::optimize::fuse_conv_chains(g, opset));
+        let gelu = registry
+            .get("", "Gelu")
+            .and_then(|_| crate::optimize::fuse_gelu(conv.as_deref().unwrap_or(&g.nodes), g));
+        gelu.or(conv)
+    }
+
+    /// The plain plan of `g` and, given fused `nodes`, the fused plan that
+    /// falls back to it for hooked runs; both read the weights in `shared`.
+    fn assemble(
+        g: &Graph,
+        shared: HashMap<String, Arc<Tensor>>,
+        nodes: Option<Vec<Node>>,
+        opsets: &HashMap<String, i64>,
+        registry: &Registry,
+        options: PlanOptions,
+    ) -> Result<Plan, RuntimeError> {
+        let plain = Plan::compile(g, &shared, registry, opsets, &[])?;
+        let Some(nodes) = nodes else {
+            return Ok(plain);
+        };
         let fused_graph = Graph {
             name: g.name.clone(),
             doc_string: g.doc_string.clone(),
@@ -165,7 +200,7 @@ impl Plan {
             nodes,
             sparse_initializers: g.sparse_initializers.clone(),
         };
-        let mut fused = Plan::compile(&fused_graph, &shared, registry, &opsets, &[])?;
+        let mut fused = Plan::compile(&fused_graph, &shared, registry, opsets, &[])?;
         fused.unfused = Some(Box::new(plain));
         if !options.observed.is_empty() {
             fused.observed = Some(options.observed.into_iter().collect());
@@ -581,6 +616,21 @@ impl Session {
         threads: usize,
         options: PlanOptions,
     ) -> Result<Session, RuntimeError> {
+        Session::with_plan(threads, || Plan::with_options(model, registry, options))
+    }
+
+    /// Plans `model` with every standard op, taking its weights rather than
+    /// copying them (for callers that do not need the model afterwards).
+    pub fn from_model(model: Model, threads: usize) -> Result<Session, RuntimeError> {
+        Session::with_plan(threads, || {
+            Plan::from_model(model, &Registry::standard(), PlanOptions::default())
+        })
+    }
+
+    fn with_plan(
+        threads: usize,
+        plan: impl FnOnce() -> Result<Plan, RuntimeError>,
+    ) -> Result<Session, RuntimeError> {
         let threads = if threads == 0 {
             std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -593,7 +643,7 @@ impl Session {
             .build()
             .map_err(|e| RuntimeError::Invalid(format!("cannot start {threads} threads: {e}")))?;
         Ok(Session {
-            plan: Plan::with_options(model, registry, options)?,
+            plan: plan()?,
             pool,
             threads,
         })

@@ -132,7 +132,7 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(name) = shapes.keys().next() {
         bail!("--shape names '{name}', which is not an input of the model");
     }
-    let session = quench_runtime::Session::new(&model, args.threads)
+    let session = quench_runtime::Session::from_model(model, args.threads)
         .with_context(|| format!("cannot prepare {}", args.model.display()))?;
     for _ in 0..args.warmup {
         session

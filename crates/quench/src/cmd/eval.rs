@@ -103,7 +103,7 @@ pub fn run(args: Args) -> Result<()> {
         Some(p) => {
             let m = super::load_model(p)?;
             Some(
-                Session::new(&m, args.threads)
+                Session::from_model(m, args.threads)
                     .with_context(|| format!("cannot prepare {}", p.display()))?,
             )
         }

@@ -73,7 +73,7 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
 
-    let session = quench_runtime::Session::new(&model, args.threads)
+    let session = quench_runtime::Session::from_model(model, args.threads)
         .with_context(|| format!("cannot prepare {}", args.model.display()))?;
     let start = std::time::Instant::now();
     let outputs = session
