@@ -128,8 +128,10 @@ unsafe fn store_tile<V: V16, const F: usize, const T: usize>(
 
 /// One tile of a dense convolution: output positions `q0..q0 + T` (flat),
 /// `F` output blocks from `ocb0`. `w` is the packed group
-/// (`[icb][ky][kx][ci][F][16]`), `bias` its `F·16` values.
+/// (`[icb][ky][kx][ci][F][16]`), `bias` its `F·16` values. `pf` is this
+/// tile's share of the weights to fetch into L2 (`pf_lines` cache lines).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn conv_tile<V: V16, const F: usize, const T: usize>(
     c: &ConvCtx,
     w: *const f32,
@@ -137,6 +139,8 @@ pub(super) unsafe fn conv_tile<V: V16, const F: usize, const T: usize>(
     ocb0: usize,
     q0: usize,
     span: Span,
+    pf: *const f32,
+    pf_lines: usize,
 ) {
     let mut acc = [[unsafe { V::zero() }; F]; T];
     for f in 0..F {
@@ -161,6 +165,11 @@ pub(super) unsafe fn conv_tile<V: V16, const F: usize, const T: usize>(
         y >= 0 && x >= 0 && y as usize + span_y < c.in_h && x as usize + span_x < c.in_w
     });
     let wtap = c.cb * F * LANES;
+    // One prefetch per step of the reduction, not a burst at the start of
+    // the tile: a burst of misses to memory fills the line-fill buffers
+    // and stalls the FMAs (the last line repeats once all are issued).
+    let pf_last = pf.wrapping_add(pf_lines.saturating_sub(1) * LANES);
+    let mut pfp = pf;
     let mut wp = w.wrapping_add(span.icb0 * c.kh * c.kw * wtap);
     for icb in span.icb0..span.icb1 {
         let xb = c.x.wrapping_add(icb * c.icb_stride);
@@ -179,6 +188,8 @@ pub(super) unsafe fn conv_tile<V: V16, const F: usize, const T: usize>(
                     unsafe { tap_ptrs::<T>(c, xb, &org, dy, dx) }
                 };
                 for ci in 0..c.cb {
+                    unsafe { V::prefetch(pfp) };
+                    pfp = pfp.wrapping_add(LANES).min(pf_last);
                     let wc = wp.wrapping_add(ci * F * LANES);
                     let wv: [V; F] = std::array::from_fn(|f| unsafe { V::load(wc.add(f * LANES)) });
                     for (a, &pt) in acc.iter_mut().zip(&p) {
