@@ -117,6 +117,8 @@ fn nchwc_resnet() {
         .unwrap_or(15);
     let warm = std::env::var_os("WARM").is_some();
     let align = std::env::var_os("ALIGN").is_some();
+    // DETAIL=1: one line per layer shape instead of per kind.
+    let detail = std::env::var_os("DETAIL").is_some();
     let mut per: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut totals = Vec::new();
     for _ in 0..runs + 2 {
@@ -143,7 +145,12 @@ fn nchwc_resnet() {
             }
             let t = thread_cpu();
             conv_into(&l.p, &l.g, x, r, l.act, out, 1);
-            *this.entry(l.key.clone()).or_default() += thread_cpu() - t;
+            let key = if detail {
+                format!("{} {}>{} {}", l.key, l.p.c, l.p.m, l.g.in_h)
+            } else {
+                l.key.clone()
+            };
+            *this.entry(key).or_default() += thread_cpu() - t;
             // Safety: conv_into wrote all n floats.
             unsafe { y.set_len(pad + n) };
             vals.push(Some((y, pad)));
