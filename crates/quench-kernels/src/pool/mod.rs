@@ -4,6 +4,9 @@
 use crate::conv::Geom3;
 use rayon::prelude::*;
 
+mod nchwc;
+pub use nchwc::max_pool_nchwc;
+
 /// Pooling geometry: the convolution geometry plus the padding after each
 /// dim, which bounds the window that `count_include_pad` counts.
 #[derive(Clone, Debug, PartialEq, Eq)]

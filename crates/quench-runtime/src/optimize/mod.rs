@@ -20,7 +20,7 @@ use quench_ir::{Attr, Graph, Node};
 use std::collections::{HashMap, HashSet};
 
 mod nchwc;
-pub use nchwc::{FROM_NCHWC, NCHWC_CONV, TO_NCHWC};
+pub use nchwc::{FROM_NCHWC, NCHWC_CONV, NCHWC_MAX_POOL, TO_NCHWC};
 
 /// Domain of the internal ops this pass emits (never in a model file).
 pub const DOMAIN: &str = "quench.internal";

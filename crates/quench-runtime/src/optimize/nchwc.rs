@@ -21,6 +21,8 @@ use std::collections::{HashMap, HashSet};
 /// A Conv/FusedConv in NCHWc form: inputs X, W, B, R like FusedConv, its
 /// attributes, and `input_layout` (`NCHW` or `NCHWc`); output NCHWc.
 pub const NCHWC_CONV: &str = "NchwcConv";
+/// MaxPool (2-D, no Indices) with X and Y NCHWc.
+pub const NCHWC_MAX_POOL: &str = "NchwcMaxPool";
 /// `[N, C, H, W]` → `[N, C/16, H, W, 16]`.
 pub const TO_NCHWC: &str = "NchwToNchwc";
 /// `[N, C/16, H, W, 16]` → `[N, C, H, W]`; attribute `channels` = C.
@@ -129,13 +131,36 @@ pub(super) fn rewrite(graph: &Graph, nodes: &[Node], consts: &Index) -> Option<V
         return None;
     }
     let blocked_name = |name: &str| format!("{name}__nchwc");
-    let is_blocked_value = |name: &str| producer.get(name).is_some_and(|i| kept.contains(i));
+    let conv_blocked = |name: &str| producer.get(name).is_some_and(|i| kept.contains(i));
+    // A 2-D MaxPool (no Indices) of a kept convolution's output pools in
+    // the blocked layout: node index → channels.
+    let pools: HashMap<usize, usize> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| {
+            is_onnx(n, "MaxPool")
+                && n.outputs.len() <= 2
+                && n.outputs.iter().skip(1).all(|o| o.is_empty())
+                && matches!(n.attr_ints("kernel_shape"), Ok(Some(k)) if k.len() == 2)
+        })
+        .filter_map(|(j, n)| {
+            let x = n.input(0)?;
+            conv_blocked(x).then(|| (j, cands[&producer[x]].m))
+        })
+        .collect();
+    let pool_out: HashSet<&str> = pools
+        .keys()
+        .map(|&j| nodes[j].outputs[0].as_str())
+        .collect();
+    let is_blocked_value = |name: &str| conv_blocked(name) || pool_out.contains(name);
 
     // Values of kept convolutions that something reads as NCHW.
     let mut nchw_wanted: HashSet<&str> = HashSet::new();
     for (j, n) in nodes.iter().enumerate() {
         for (slot, name) in n.inputs.iter().enumerate() {
-            if is_blocked_value(name) && !(kept.contains(&j) && blocked_read(j, slot)) {
+            let reads_blocked = (kept.contains(&j) && blocked_read(j, slot))
+                || (slot == 0 && pools.contains_key(&j));
+            if is_blocked_value(name) && !reads_blocked {
                 nchw_wanted.insert(name);
             }
         }
@@ -153,7 +178,33 @@ pub(super) fn rewrite(graph: &Graph, nodes: &[Node], consts: &Index) -> Option<V
 
     let mut out = Vec::with_capacity(nodes.len() + 4);
     let mut converted: HashSet<String> = HashSet::new();
+    let to_nchw = |n: &Node, y: &str, channels: usize| {
+        let mut back = Node {
+            name: format!("{}__to_nchw", n.name),
+            op_type: FROM_NCHWC.into(),
+            domain: DOMAIN.into(),
+            inputs: vec![blocked_name(y)],
+            outputs: vec![y.to_string()],
+            ..Default::default()
+        };
+        back.attrs
+            .insert("channels".into(), Attr::Int(channels as i64));
+        back
+    };
     for (j, n) in nodes.iter().enumerate() {
+        if let Some(&channels) = pools.get(&j) {
+            let mut pool = n.clone();
+            pool.domain = DOMAIN.into();
+            pool.op_type = NCHWC_MAX_POOL.into();
+            pool.inputs = vec![blocked_name(&n.inputs[0])];
+            let y = &n.outputs[0];
+            pool.outputs = vec![blocked_name(y)];
+            out.push(pool);
+            if nchw_wanted.contains(y.as_str()) {
+                out.push(to_nchw(n, y, channels));
+            }
+            continue;
+        }
         if !kept.contains(&j) {
             out.push(n.clone());
             continue;
@@ -188,16 +239,7 @@ pub(super) fn rewrite(graph: &Graph, nodes: &[Node], consts: &Index) -> Option<V
         conv.outputs[0] = blocked_name(y);
         out.push(conv);
         if nchw_wanted.contains(y.as_str()) {
-            let mut back = Node {
-                name: format!("{}__to_nchw", n.name),
-                op_type: FROM_NCHWC.into(),
-                domain: DOMAIN.into(),
-                inputs: vec![blocked_name(y)],
-                outputs: vec![y.clone()],
-                ..Default::default()
-            };
-            back.attrs.insert("channels".into(), Attr::Int(c.m as i64));
-            out.push(back);
+            out.push(to_nchw(n, y, c.m));
         }
     }
     Some(out)

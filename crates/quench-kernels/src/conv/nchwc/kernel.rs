@@ -51,22 +51,25 @@ unsafe fn tap_ptrs<const T: usize>(
     dy: isize,
     dx: isize,
 ) -> [*const f32; T] {
-    std::array::from_fn(|t| {
-        let (iy, ix) = (org[t].0 + dy, org[t].1 + dx);
+    // Plain loops, not `array::from_fn`: that one is not always inlined,
+    // and a call in a tile spills all the accumulators around it.
+    let mut p = [ZEROS.as_ptr(); T];
+    for (p, &(oy, ox)) in p.iter_mut().zip(org) {
+        let (iy, ix) = (oy + dy, ox + dx);
         if iy >= 0 && (iy as usize) < c.in_h && ix >= 0 && (ix as usize) < c.in_w {
-            xb.wrapping_add(iy as usize * c.row_stride + ix as usize * c.col_stride)
-        } else {
-            ZEROS.as_ptr()
+            *p = xb.wrapping_add(iy as usize * c.row_stride + ix as usize * c.col_stride);
         }
-    })
+    }
+    p
 }
 
 /// Top-left input corner of output positions `q0..q0 + T` (flat index).
 #[inline(always)]
 fn origins<const T: usize>(c: &ConvCtx, q0: usize) -> [(isize, isize); T] {
     let (mut oy, mut ox) = (q0 / c.out_w, q0 % c.out_w);
-    std::array::from_fn(|_| {
-        let o = (
+    let mut org = [(0, 0); T];
+    for o in org.iter_mut() {
+        *o = (
             (oy * c.sh) as isize - c.ph as isize,
             (ox * c.sw) as isize - c.pw as isize,
         );
@@ -75,8 +78,8 @@ fn origins<const T: usize>(c: &ConvCtx, q0: usize) -> [(isize, isize); T] {
             ox = 0;
             oy += 1;
         }
-        o
-    })
+    }
+    org
 }
 
 /// Which part of the reduction a tile call computes.
@@ -128,8 +131,10 @@ unsafe fn store_tile<V: V16, const F: usize, const T: usize>(
 
 /// One tile of a dense convolution: output positions `q0..q0 + T` (flat),
 /// `F` output blocks from `ocb0`. `w` is the packed group
-/// (`[icb][ky][kx][ci][F][16]`), `bias` its `F·16` values.
+/// (`[icb][ky][kx][ci][F][16]`), `bias` its `F·16` values. `pf` is this
+/// tile's share of the weights to fetch into L2 (`pf_lines` cache lines).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn conv_tile<V: V16, const F: usize, const T: usize>(
     c: &ConvCtx,
     w: *const f32,
@@ -137,6 +142,8 @@ pub(super) unsafe fn conv_tile<V: V16, const F: usize, const T: usize>(
     ocb0: usize,
     q0: usize,
     span: Span,
+    pf: *const f32,
+    pf_lines: usize,
 ) {
     let mut acc = [[unsafe { V::zero() }; F]; T];
     for f in 0..F {
@@ -161,24 +168,37 @@ pub(super) unsafe fn conv_tile<V: V16, const F: usize, const T: usize>(
         y >= 0 && x >= 0 && y as usize + span_y < c.in_h && x as usize + span_x < c.in_w
     });
     let wtap = c.cb * F * LANES;
+    // One prefetch per step of the reduction, not a burst at the start of
+    // the tile: a burst of misses to memory fills the line-fill buffers
+    // and stalls the FMAs (the last line repeats once all are issued).
+    let pf_last = pf.wrapping_add(pf_lines.saturating_sub(1) * LANES);
+    let mut pfp = pf;
     let mut wp = w.wrapping_add(span.icb0 * c.kh * c.kw * wtap);
     for icb in span.icb0..span.icb1 {
         let xb = c.x.wrapping_add(icb * c.icb_stride);
-        let corner: [*const f32; T] = std::array::from_fn(|t| {
-            let (y, x) = org[t];
-            xb.wrapping_add((y.max(0) as usize) * c.row_stride + (x.max(0) as usize) * c.col_stride)
-        });
+        let mut corner = [xb; T];
+        for (b, &(y, x)) in corner.iter_mut().zip(&org) {
+            *b = xb.wrapping_add(
+                (y.max(0) as usize) * c.row_stride + (x.max(0) as usize) * c.col_stride,
+            );
+        }
         for ky in 0..c.kh {
             for kx in 0..c.kw {
                 let dy = (ky * c.dh) as isize;
                 let dx = (kx * c.dw) as isize;
                 let p = if inside {
                     let off = ky * c.dh * c.row_stride + kx * c.dw * c.col_stride;
-                    corner.map(|b| b.wrapping_add(off))
+                    let mut p = corner;
+                    for b in p.iter_mut() {
+                        *b = b.wrapping_add(off);
+                    }
+                    p
                 } else {
                     unsafe { tap_ptrs::<T>(c, xb, &org, dy, dx) }
                 };
                 for ci in 0..c.cb {
+                    unsafe { V::prefetch(pfp) };
+                    pfp = pfp.wrapping_add(LANES).min(pf_last);
                     let wc = wp.wrapping_add(ci * F * LANES);
                     let wv: [V; F] = std::array::from_fn(|f| unsafe { V::load(wc.add(f * LANES)) });
                     for (a, &pt) in acc.iter_mut().zip(&p) {

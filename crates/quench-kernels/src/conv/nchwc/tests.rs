@@ -362,6 +362,18 @@ fn nchwc_speed() {
             },
         ),
     ];
+    // SHAPE=c,m,hw,k,s times that one layer instead.
+    let custom = std::env::var("SHAPE").ok().map(|v| {
+        let d: Vec<usize> = v.split(',').map(|x| x.parse().unwrap()).collect();
+        (
+            "custom",
+            dense(d[0], d[1], d[2], d[2], d[3], d[4], d[3] / 2),
+        )
+    });
+    let shapes: Vec<(&str, Case)> = match custom {
+        Some(c) => vec![c],
+        None => shapes.to_vec(),
+    };
     for (name, cs) in shapes {
         let dw = cs.c == 0;
         let c = if dw { cs.m } else { cs.c };

@@ -16,7 +16,14 @@ pub fn register(r: &mut Registry) {
     r.register("", "GlobalMaxPool", |_| {
         Ok(Box::new(GlobalPool { max: true }))
     });
+    r.register(
+        crate::optimize::DOMAIN,
+        crate::optimize::NCHWC_MAX_POOL,
+        nchwc::build,
+    );
 }
+
+mod nchwc;
 
 #[derive(Debug)]
 struct Pool {
@@ -47,20 +54,25 @@ fn common(ctx: &BuildCtx) -> Result<(Spatial, bool), OpError> {
 }
 
 fn build_max(ctx: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
+    Ok(Box::new(max_attrs(ctx)?))
+}
+
+/// MaxPool's attributes.
+fn max_attrs(ctx: &BuildCtx) -> Result<Pool, OpError> {
     let (spatial, ceil_mode) = common(ctx)?;
     let col_major = match ctx.node.attr_int_or("storage_order", 0)? {
         0 => false,
         1 => true,
         o => bail_invalid!("attribute 'storage_order' is {o}, expected 0 or 1"),
     };
-    Ok(Box::new(Pool {
+    Ok(Pool {
         spatial,
         ceil_mode,
         kind: Kind::Max {
             col_major,
             indices: ctx.node.outputs.get(1).is_some_and(|o| !o.is_empty()),
         },
-    }))
+    })
 }
 
 fn build_avg(ctx: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
