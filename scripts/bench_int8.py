@@ -2,13 +2,15 @@
 """int8 latency of Quench vs ONNX Runtime on ResNet-50 and MobileNetV2.
 
 Builds the float networks of scripts/bench_fp32.py, quantizes them with ONNX
-Runtime's quantize_static (QOperator format: QLinearConv/QLinearAdd/...,
-u8 activations, s8 per-channel weights, calibrated on random images), then
-times, in alternating rounds on one thread at batch 1: ONNX Runtime on the
-int8 file, `quench bench` on the same int8 file, and `quench bench` on the
-float file. Prints the medians and the ratios.
+Runtime's quantize_static (QOperator format: QLinearConv/QLinearAdd/...; or
+QDQ format with --formats qdq; u8 activations, s8 per-channel weights,
+calibrated on random images), then times, in alternating rounds on one
+thread at batch 1: ONNX Runtime on the int8 file, `quench bench` on the same
+int8 file, and `quench bench` on the float file. Prints the medians of wall
+time and of process CPU time per run (steadier on a shared machine), and
+the ratios of both.
 
-    ~/.cache/quench/venv/bin/python scripts/bench_int8.py [--runs 20] [--rounds 3] [--models resnet50,mobilenetv2]
+    ~/.cache/quench/venv/bin/python scripts/bench_int8.py [--runs 20] [--rounds 3] [--models resnet50,mobilenetv2] [--formats qop,qdq]
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_fp32 import REPO, mobilenetv2, resnet50  # noqa: E402
 
 
-def quantize(fp32: Path, out: Path) -> None:
+def quantize(fp32: Path, out: Path, fmt: str) -> None:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
@@ -43,11 +45,11 @@ def quantize(fp32: Path, out: Path) -> None:
     name = onnx.load(str(fp32)).graph.input[0].name
     reader = Reader()
     reader.data = iter([{name: d["x"]} for d in reader.data])
-    quantize_static(str(fp32), str(out), reader, quant_format=QuantFormat.QOperator,
+    quantize_static(str(fp32), str(out), reader, quant_format=QuantFormat.QOperator if fmt == "qop" else QuantFormat.QDQ,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
 
 
-def ort_times(path: Path, runs: int) -> list[float]:
+def ort_times(path: Path, runs: int) -> tuple[list[float], list[float]]:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -58,18 +60,21 @@ def ort_times(path: Path, runs: int) -> list[float]:
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
     for _ in range(3):
         sess.run(None, {name: x})
-    out = []
+    wall, cpu = [], []
     for _ in range(runs):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         sess.run(None, {name: x})
-        out.append((time.perf_counter() - t) * 1e3)
-    return out
+        wall.append((time.perf_counter() - t) * 1e3)
+        cpu.append((time.process_time() - c) * 1e3)
+    return wall, cpu
 
 
-def quench_median(exe: Path, path: Path, runs: int) -> float:
+def quench_median(exe: Path, path: Path, runs: int) -> tuple[float, float]:
+    """Median wall and process-CPU ms per run of `quench bench`."""
     r = subprocess.run([str(exe), "bench", str(path), "--threads", "1", "--runs", str(runs), "--warmup", "3", "--json"],
                        check=True, capture_output=True, text=True)
-    return json.loads(r.stdout)["median_ms"]
+    j = json.loads(r.stdout)
+    return j["median_ms"], j["cpu_median_ms"]
 
 
 def main() -> int:
@@ -77,6 +82,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds")
     ap.add_argument("--models", default="resnet50,mobilenetv2")
+    ap.add_argument("--formats", default="qop", help="qop (QOperator) and/or qdq, comma separated")
     ap.add_argument("--dir", type=Path, default=Path("/tmp/quench-bench"))
     args = ap.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
@@ -84,26 +90,36 @@ def main() -> int:
     exe = REPO / "target" / "release" / "quench"
     builders = {"resnet50": resnet50, "mobilenetv2": mobilenetv2}
     rows = []
+    med = statistics.median
     for name in args.models.split(","):
         fp32 = args.dir / f"{name}.onnx"
         if not fp32.exists():
             onnx.save(builders[name](), fp32)
-        int8 = args.dir / f"{name}.qop.onnx"
-        if not int8.exists():
-            quantize(fp32, int8)
-        o, q, f = [], [], []
-        for _ in range(args.rounds):
-            o.append(statistics.median(ort_times(int8, args.runs)))
-            q.append(quench_median(exe, int8, args.runs))
-            f.append(quench_median(exe, fp32, args.runs))
-        med = statistics.median
-        rows.append((name, med(o), med(q), med(f)))
-        print(f"{name}: ORT int8 {med(o):.2f} ms, Quench int8 {med(q):.2f} ms, Quench fp32 {med(f):.2f} ms")
+        for fmt in args.formats.split(","):
+            int8 = args.dir / f"{name}.{fmt}.onnx"
+            if not int8.exists():
+                quantize(fp32, int8, fmt)
+            ow, oc, qw, qc, fw, fc = [], [], [], [], [], []
+            for _ in range(args.rounds):
+                w, c = ort_times(int8, args.runs)
+                ow.append(med(w))
+                oc.append(med(c))
+                w, c = quench_median(exe, int8, args.runs)
+                qw.append(w)
+                qc.append(c)
+                w, c = quench_median(exe, fp32, args.runs)
+                fw.append(w)
+                fc.append(c)
+            row = (f"{name}/{fmt}", med(ow), med(qw), med(fw), med(oc), med(qc), med(fc))
+            rows.append(row)
+            print(f"{row[0]}: wall ORT int8 {row[1]:.2f}, Quench int8 {row[2]:.2f}, Quench fp32 {row[3]:.2f} ms; "
+                  f"CPU {row[4]:.2f}, {row[5]:.2f}, {row[6]:.2f} ms", flush=True)
     print(f"\n1 thread, batch 1, 224x224; medians of {args.rounds} alternating rounds of {args.runs} runs; "
           f"load average {os.getloadavg()[0]:.1f}")
-    print(f"{'model':<12} {'ORT int8':>9} {'Q int8':>8} {'Q fp32':>8} {'Qi8/ORTi8':>10} {'Qi8/Qfp32':>10}")
-    for name, o, q, f in rows:
-        print(f"{name:<12} {o:9.2f} {q:8.2f} {f:8.2f} {q / o:10.3f} {q / f:10.3f}")
+    print(f"{'model':<18} {'':>5} {'ORT int8':>9} {'Q int8':>8} {'Q fp32':>8} {'Qi8/ORTi8':>10} {'Qi8/Qfp32':>10}")
+    for name, o, q, f, oc_, qc_, fc_ in rows:
+        print(f"{name:<18} {'wall':>5} {o:9.2f} {q:8.2f} {f:8.2f} {q / o:10.3f} {q / f:10.3f}")
+        print(f"{'':<18} {'CPU':>5} {oc_:9.2f} {qc_:8.2f} {fc_:8.2f} {qc_ / oc_:10.3f} {qc_ / fc_:10.3f}")
     return 0
 
 

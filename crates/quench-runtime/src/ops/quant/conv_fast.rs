@@ -8,7 +8,9 @@
 use super::conv::{AutoPad, ConvAttrs, MAX_ATTR};
 use super::fast::{FastB, column_zero_points, ints};
 use quench_ir::{Tensor, TensorData};
-use quench_kernels::int8::conv::{Conv2d, depthwise_nhwc, im2col_nhwc, to_nhwc_u8};
+use quench_kernels::int8::conv::{
+    Conv2d, depthwise_nhwc, depthwise_nhwc_out, im2col_nhwc, to_nhwc_u8, transpose,
+};
 use quench_kernels::int8::{self, AData, AMat, Out, PackedB, Post};
 
 /// Weights prepared at build.
@@ -189,6 +191,15 @@ pub(crate) fn run(
         OutKind::U8 => out_u8 = vec![0u8; total],
         OutKind::I8 => out_i8 = vec![0i8; total],
     }
+    // u8/s8 results are written NHWC (whole rows) and transposed once:
+    // per-element transposed stores cost more than the product itself.
+    let mut rows_u8 = Vec::new();
+    let mut rows_i8 = Vec::new();
+    match kind {
+        OutKind::U8 => rows_u8 = vec![0u8; m * plane],
+        OutKind::I8 => rows_i8 = vec![0i8; m * plane],
+        OutKind::I32 => {}
+    }
     for img in 0..n {
         let src = match data {
             AData::U8(v) => AData::U8(&v[img * c * hw..(img + 1) * c * hw]),
@@ -196,11 +207,12 @@ pub(crate) fn run(
         };
         to_nhwc_u8(src, c, hw, &mut nhwc);
         let range = img * m * plane..(img + 1) * m * plane;
-        let out = match kind {
-            OutKind::I32 => Out::I32(&mut out_i32[range]),
-            OutKind::U8 => Out::U8(&mut out_u8[range]),
-            OutKind::I8 => Out::I8(&mut out_i8[range]),
+        let (out, trans) = match kind {
+            OutKind::I32 => (Out::I32(&mut out_i32[range.clone()]), true),
+            OutKind::U8 => (Out::U8(&mut rows_u8), false),
+            OutKind::I8 => (Out::I8(&mut rows_i8), false),
         };
+        let ld = if trans { plane } else { m };
         match fw {
             FastW::Gemm { b, .. } => {
                 let k = b.k();
@@ -219,9 +231,15 @@ pub(crate) fn run(
                     lda: k,
                     zero_points: &[zx],
                 };
-                int8::gemm(&am, &b.packed, post, out, plane, true, threads);
+                int8::gemm(&am, &b.packed, post, out, ld, trans, threads);
             }
-            FastW::Depthwise { w, .. } => depthwise_nhwc(&nhwc, zx, w, &g, post, out),
+            FastW::Depthwise { w, .. } if trans => depthwise_nhwc(&nhwc, zx, w, &g, post, out),
+            FastW::Depthwise { w, .. } => depthwise_nhwc_out(&nhwc, zx, w, &g, post, out),
+        }
+        match kind {
+            OutKind::U8 => transpose(&rows_u8, plane, m, &mut out_u8[range], false),
+            OutKind::I8 => transpose(&rows_i8, plane, m, &mut out_i8[range], false),
+            OutKind::I32 => {}
         }
     }
     super::fast::hit();
