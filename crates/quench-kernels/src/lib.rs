@@ -6,4 +6,5 @@ pub mod gemm;
 pub mod gemv;
 pub mod int8;
 pub mod pool;
+pub mod stats;
 pub mod vmath;

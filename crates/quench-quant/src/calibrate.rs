@@ -16,7 +16,7 @@ use quench_ir::Tensor;
 use quench_runtime::{RunCtx, RunHooks, Session};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, mpsc};
 
 /// One batch of named model inputs.
@@ -49,12 +49,15 @@ struct SlotState {
     observed: bool,
 }
 
-/// What the workers share: the observers, by tensor name, and the stop flag.
+/// What the workers share: the observers, by tensor name, and the first
+/// failed batch (`usize::MAX` while none failed).
 struct Observers {
     slots: Vec<Slot>,
     index: HashMap<String, usize>,
     means: HashMap<String, (ChannelAxis, ChannelSums)>,
-    abort: AtomicBool,
+    /// Batches after this one stop; earlier ones run on, so that the error
+    /// reported is always the first batch's in order.
+    failed_at: AtomicUsize,
 }
 
 /// How one batch ended.
@@ -77,7 +80,7 @@ impl Observers {
     fn turn(&self, i: usize, b: usize) -> Option<MutexGuard<'_, SlotState>> {
         let mut st = self.lock(i);
         while st.next < b {
-            if self.abort.load(Ordering::Acquire) {
+            if b > self.failed_at.load(Ordering::Acquire) {
                 return None;
             }
             st = self.slots[i]
@@ -123,8 +126,9 @@ impl Observers {
         Ok(())
     }
 
-    fn stop(&self) {
-        self.abort.store(true, Ordering::Release);
+    /// Batch `b` failed: stops the batches after it.
+    fn stop(&self, b: usize) {
+        self.failed_at.fetch_min(b, Ordering::AcqRel);
         for (i, slot) in self.slots.iter().enumerate() {
             drop(self.lock(i));
             slot.turn.notify_all();
@@ -206,7 +210,7 @@ pub fn calibrate(
             .iter()
             .map(|(n, a)| (n.clone(), (*a, Mutex::new(BTreeMap::new()))))
             .collect(),
-        abort: AtomicBool::new(false),
+        failed_at: AtomicUsize::new(usize::MAX),
     };
     let workers = match batches.size_hint() {
         (_, Some(n)) => session.threads().min(n),
@@ -273,9 +277,7 @@ fn channel_sums(t: &Tensor, axis: ChannelAxis) -> Option<(Vec<f64>, u64)> {
         return None;
     }
     let mut sums = vec![0.0f64; ch];
-    for (k, run) in data.chunks(inner).enumerate() {
-        sums[k % ch] += run.iter().map(|&v| f64::from(v)).sum::<f64>();
-    }
+    quench_kernels::stats::add_channel_sums(data, inner, &mut sums);
     Some((sums, (data.len() / ch) as u64))
 }
 
@@ -344,7 +346,7 @@ fn run_parallel(
             progress(count);
         }
         Outcome::Failed(e) => {
-            obs.stop();
+            obs.stop(b);
             if first_error.as_ref().is_none_or(|(f, _)| b < *f) {
                 *first_error = Some((b, e));
             }
@@ -381,7 +383,7 @@ fn run_parallel(
         }
         drop(done_tx);
         for (b, batch) in batches.enumerate() {
-            if obs.abort.load(Ordering::Acquire) {
+            if obs.failed_at.load(Ordering::Acquire) != usize::MAX {
                 break;
             }
             match batch {

@@ -99,37 +99,24 @@ pub(crate) fn scan_batch(
     shape: &[usize],
 ) -> Result<(f32, f32), QuantError> {
     check_shape(name, data, shape)?;
-    const LANES: usize = 16;
-    let mut lo = [f32::INFINITY; LANES];
-    let mut hi = [f32::NEG_INFINITY; LANES];
-    let mut bad = [false; LANES];
-    let mut chunks = data.chunks_exact(LANES);
-    for c in &mut chunks {
-        for l in 0..LANES {
-            let v = c[l];
-            lo[l] = if v < lo[l] { v } else { lo[l] };
-            hi[l] = if v > hi[l] { v } else { hi[l] };
-            bad[l] |= !v.is_finite();
-        }
+    if data.is_empty() {
+        return Ok((f32::INFINITY, f32::NEG_INFINITY));
     }
-    for &v in chunks.remainder() {
-        lo[0] = if v < lo[0] { v } else { lo[0] };
-        hi[0] = if v > hi[0] { v } else { hi[0] };
-        bad[0] |= !v.is_finite();
-    }
-    if bad.iter().any(|&b| b)
-        && let Some(index) = data.iter().position(|v| !v.is_finite())
+    // The vectorised scan answers `None` on NaN; ±inf shows in the range.
+    if let Some((lo, hi)) = quench_kernels::int8::min_max(data)
+        && lo.is_finite()
+        && hi.is_finite()
     {
-        return Err(QuantError::NonFinite {
+        return Ok((lo, hi));
+    }
+    match data.iter().position(|v| !v.is_finite()) {
+        Some(index) => Err(QuantError::NonFinite {
             tensor: name.to_string(),
             value: data[index],
             index,
-        });
+        }),
+        None => Err(QuantError::Config(format!("cannot scan tensor '{name}'"))),
     }
-    Ok((
-        lo.iter().fold(f32::INFINITY, |a, &b| a.min(b)),
-        hi.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)),
-    ))
 }
 
 /// Checks that `data` holds exactly the elements of `shape`.
@@ -369,5 +356,21 @@ mod tests {
         assert!(err.contains("conv1") && err.contains("NaN"), "{err}");
         assert!(check_batch("x", &[1.0], &[2]).is_err());
         assert!(check_batch("x", &[], &[usize::MAX, 3]).is_err());
+    }
+
+    #[test]
+    fn scan_finds_range_and_every_non_finite_value() {
+        let mut v: Vec<f32> = (0..37).map(|i| i as f32 - 20.0).collect();
+        v[5] = f32::MAX;
+        v[6] = f32::MIN;
+        assert_eq!(scan_batch("x", &v, &[37]).unwrap(), (f32::MIN, f32::MAX));
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            for at in [0, 15, 16, 36] {
+                let mut w = v.clone();
+                w[at] = bad;
+                let err = scan_batch("t", &w, &[37]).unwrap_err().to_string();
+                assert!(err.contains('t') && err.contains(&at.to_string()), "{err}");
+            }
+        }
     }
 }

@@ -11,12 +11,14 @@
 //! (the "small input" packing, one block of C channels).
 
 mod kernel;
+mod reorder;
 mod simd;
 
 use super::Act;
 use super::isa::{Isa, isa};
 use kernel::{ConvCtx, Span, conv_tile, depthwise_tile};
 use rayon::prelude::*;
+pub use reorder::{nchw_to_nchwc, nchw_to_nhwc, nchwc_to_nchw};
 pub use simd::LANES;
 use simd::{Portable, V16};
 use std::mem::MaybeUninit;
@@ -567,64 +569,6 @@ unsafe fn depthwise_impl<V: V16>(
                 }
                 go!(1 2 3 4 5 6 7 8)
             }
-        }
-    }
-}
-
-/// `[C][hw]` → `[blocks(C)][hw][16]`, padding channels with zeros.
-pub fn nchw_to_nchwc(x: &[f32], c: usize, hw: usize, y: &mut [f32]) {
-    assert!(x.len() >= c * hw && y.len() >= blocks(c) * hw * LANES);
-    for (b, yb) in y.chunks_exact_mut(hw * LANES).take(blocks(c)).enumerate() {
-        let n = (c - b * LANES).min(LANES);
-        let xb = &x[b * LANES * hw..];
-        for (p, v) in yb.chunks_exact_mut(LANES).enumerate() {
-            for l in 0..n {
-                v[l] = xb[l * hw + p];
-            }
-            v[n..].fill(0.0);
-        }
-    }
-}
-
-/// `[blocks(C)][hw][16]` → `[C][hw]` (drops the padding channels).
-pub fn nchwc_to_nchw(x: &[f32], c: usize, hw: usize, y: &mut [f32]) {
-    assert!(y.len() >= c * hw && x.len() >= blocks(c) * hw * LANES);
-    if hw == 0 {
-        return;
-    }
-    for b in 0..blocks(c) {
-        let n = (c - b * LANES).min(LANES);
-        let xb = &x[b * hw * LANES..(b + 1) * hw * LANES];
-        let yb = &mut y[b * LANES * hw..(b * LANES + n) * hw];
-        // 16 positions × 16 channels at a time: whole lines in, whole
-        // (16-float) runs out, instead of one strided read per value.
-        let full = hw / LANES * LANES;
-        for p0 in (0..full).step_by(LANES) {
-            let mut tile = [[0.0f32; LANES]; LANES];
-            for (pp, row) in tile.iter_mut().enumerate() {
-                row.copy_from_slice(&xb[(p0 + pp) * LANES..(p0 + pp + 1) * LANES]);
-            }
-            for (l, yc) in yb.chunks_exact_mut(hw).enumerate() {
-                let out = &mut yc[p0..p0 + LANES];
-                for (pp, o) in out.iter_mut().enumerate() {
-                    *o = tile[pp][l];
-                }
-            }
-        }
-        for (l, yc) in yb.chunks_exact_mut(hw).enumerate() {
-            for (p, o) in yc.iter_mut().enumerate().skip(full) {
-                *o = xb[p * LANES + l];
-            }
-        }
-    }
-}
-
-/// `[C][hw]` → `[hw][C]`: the input layout of a small-input convolution.
-pub fn nchw_to_nhwc(x: &[f32], c: usize, hw: usize, y: &mut [f32]) {
-    assert!(x.len() >= c * hw && y.len() >= c * hw);
-    for (p, v) in y.chunks_exact_mut(c.max(1)).take(hw).enumerate() {
-        for (ch, v) in v.iter_mut().enumerate() {
-            *v = x[ch * hw + p];
         }
     }
 }
