@@ -9,7 +9,7 @@ use super::conv::{AutoPad, ConvAttrs, MAX_ATTR};
 use super::fast::{FastB, column_zero_points, ints};
 use quench_ir::{Tensor, TensorData};
 use quench_kernels::int8::conv::{
-    Conv2d, depthwise_nhwc, depthwise_nhwc_out, im2col_nhwc, to_nhwc_u8, transpose,
+    Conv2d, DwWeights, Level, depthwise, im2col_nhwc, to_nhwc_u8, transpose,
 };
 use quench_kernels::int8::{self, AData, AMat, Out, PackedB, Post};
 
@@ -18,8 +18,8 @@ use quench_kernels::int8::{self, AData, AMat, Out, PackedB, Post};
 pub(crate) enum FastW {
     /// group 1: `B[(ky*kw + kx)*C + ic][oc]`.
     Gemm { b: FastB, kh: usize, kw: usize },
-    /// group = C = M: `w[(ky*kw + kx)*C + c] - zw[c]`.
-    Depthwise { w: Vec<i32>, kh: usize, kw: usize },
+    /// group = C = M: `w[(ky*kw + kx)*C + c] - zw[c]`, packed in tap pairs.
+    Depthwise { w: DwWeights, kh: usize, kw: usize },
 }
 
 impl FastW {
@@ -50,10 +50,11 @@ impl FastW {
             return Some(FastW::Gemm { b, kh, kw });
         }
         if group == m && cg == 1 {
-            let shifted = (0..taps * m)
+            let shifted: Vec<i32> = (0..taps * m)
                 .map(|i| vals[(i % m) * taps + i / m] - zp_of(i % m))
                 .collect();
-            return Some(FastW::Depthwise { w: shifted, kh, kw });
+            let w = DwWeights::new(&shifted, m, taps)?;
+            return Some(FastW::Depthwise { w, kh, kw });
         }
         None
     }
@@ -233,8 +234,9 @@ pub(crate) fn run(
                 };
                 int8::gemm(&am, &b.packed, post, out, ld, trans, threads);
             }
-            FastW::Depthwise { w, .. } if trans => depthwise_nhwc(&nhwc, zx, w, &g, post, out),
-            FastW::Depthwise { w, .. } => depthwise_nhwc_out(&nhwc, zx, w, &g, post, out),
+            FastW::Depthwise { w, .. } => {
+                depthwise(&nhwc, zx as u8, w, &g, post, out, trans, Level::detect())
+            }
         }
         match kind {
             OutKind::U8 => transpose(&rows_u8, plane, m, &mut out_u8[range], false),
