@@ -3,7 +3,20 @@
 //! K order (ky, kx, c), and a depthwise kernel vectorised over channels.
 //! Output goes back to NCHW through the GEMM epilogue's transposed store.
 
-use super::epilogue::{self, Out, Post};
+pub mod depthwise;
+
+pub use depthwise::{DwWeights, Level, depthwise};
+
+use super::epilogue::{Out, Post};
+
+/// [`depthwise`] from unpacked weights `w[(ky*kw + kx)*c + ch]` (minus their
+/// zero points, within ±255), writing NCHW: packs on every call, so only for
+/// tests and one-off use.
+pub fn depthwise_nhwc(x: &[u8], zx: i32, w: &[i32], g: &Conv2d, post: &Post, out: Out) {
+    let zx = u8::try_from(zx).expect("input zero point must be in the u8 domain");
+    let w = DwWeights::new(w, g.c, g.kh * g.kw).expect("depthwise weights outside ±255");
+    depthwise(x, zx, &w, g, post, out, true, Level::detect())
+}
 
 /// Resolved geometry of one 2-D convolution on one image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,119 +213,6 @@ pub fn im2col_nhwc(x: &[u8], g: &Conv2d, pad: u8, dst: &mut [u8], lda: usize) {
     }
 }
 
-/// Depthwise convolution of one NHWC image (u8 domain, zero point `zx`)
-/// with weights `w[(ky*kw + kx)*c + ch]` already minus their zero points,
-/// finished by `post` into `out` as NCHW (`[c][oh*ow]`).
-pub fn depthwise_nhwc(x: &[u8], zx: i32, w: &[i32], g: &Conv2d, post: &Post, out: Out) {
-    depthwise(x, zx, w, g, post, out, true)
-}
-
-/// [`depthwise_nhwc`] writing NHWC (`[oh*ow][c]`): whole rows of channels,
-/// which a later [`transpose`] turns into NCHW far faster than per-element
-/// transposed stores.
-pub fn depthwise_nhwc_out(x: &[u8], zx: i32, w: &[i32], g: &Conv2d, post: &Post, out: Out) {
-    depthwise(x, zx, w, g, post, out, false)
-}
-
-fn depthwise(x: &[u8], zx: i32, w: &[i32], g: &Conv2d, post: &Post, mut out: Out, trans: bool) {
-    let c = g.c;
-    let plane = g.oh * g.ow;
-    assert!(x.len() >= g.h * g.w * c && w.len() >= g.kh * g.kw * c);
-    epilogue::check(post, &out, plane, c);
-    assert!(out.len() >= c * plane);
-    let ptr = out.ptr();
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512bw")
-    {
-        // Safety: the features were just detected; the output covers c × plane.
-        unsafe { depthwise_avx512(x, zx, w, g, post, ptr, trans) };
-        return;
-    }
-    // Safety: as above.
-    unsafe { depthwise_body(x, zx, w, g, post, ptr, trans) }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn depthwise_avx512(
-    x: &[u8],
-    zx: i32,
-    w: &[i32],
-    g: &Conv2d,
-    post: &Post,
-    out: epilogue::OutPtr,
-    trans: bool,
-) {
-    // Safety: the caller's contract.
-    unsafe { depthwise_body(x, zx, w, g, post, out, trans) }
-}
-
-/// Channels per register-resident block of the depthwise kernel (4 zmm of i32).
-const DW: usize = 64;
-
-/// # Safety
-/// `out` must cover `c * oh * ow` elements.
-#[inline(always)]
-unsafe fn depthwise_body(
-    x: &[u8],
-    zx: i32,
-    w: &[i32],
-    g: &Conv2d,
-    post: &Post,
-    out: epilogue::OutPtr,
-    trans: bool,
-) {
-    let c = g.c;
-    let plane = g.oh * g.ow;
-    let ld = if trans { plane } else { c };
-    let mut acc = vec![0i32; c];
-    // Input offsets of the taps inside the image, with their weight rows.
-    let mut taps: Vec<(usize, usize)> = Vec::with_capacity(g.kh * g.kw);
-    for oy in 0..g.oh {
-        for ox in 0..g.ow {
-            taps.clear();
-            for ky in 0..g.kh {
-                let Some(iy) = Conv2d::src(oy, g.sh, ky, g.dh, g.pt, g.h) else {
-                    continue;
-                };
-                for kx in 0..g.kw {
-                    if let Some(ix) = Conv2d::src(ox, g.sw, kx, g.dw, g.pl, g.w) {
-                        taps.push(((iy * g.w + ix) * c, (ky * g.kw + kx) * c));
-                    }
-                }
-            }
-            // Blocks of DW channels keep their sums in registers across the taps.
-            let mut c0 = 0;
-            while c0 + DW <= c {
-                let mut a = [0i32; DW];
-                for &(xo, wo) in &taps {
-                    let xs: &[u8; DW] = x[xo + c0..][..DW].try_into().unwrap_or(&[0; DW]);
-                    let ws: &[i32; DW] = w[wo + c0..][..DW].try_into().unwrap_or(&[0; DW]);
-                    for j in 0..DW {
-                        a[j] = a[j].wrapping_add((xs[j] as i32 - zx).wrapping_mul(ws[j]));
-                    }
-                }
-                acc[c0..c0 + DW].copy_from_slice(&a);
-                c0 += DW;
-            }
-            if c0 < c {
-                let tail = &mut acc[c0..];
-                tail.fill(0);
-                for &(xo, wo) in &taps {
-                    let xs = &x[xo + c0..xo + c];
-                    let ws = &w[wo + c0..wo + c];
-                    for ((a, &xv), &wv) in tail.iter_mut().zip(xs).zip(ws) {
-                        *a = a.wrapping_add((xv as i32 - zx).wrapping_mul(wv));
-                    }
-                }
-            }
-            // Safety: row `oy*ow + ox` of a [plane][c] store (transposed or not) is inside c × plane.
-            unsafe { epilogue::finish_row(post, out, ld, trans, oy * g.ow + ox, 0, &mut acc) };
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,93 +259,5 @@ mod tests {
         let mut d = vec![0u8; 6];
         to_nhwc_u8(super::super::AData::I8(&v), 2, 3, &mut d);
         assert_eq!(d, vec![0, 127, 255, 133, 128, 134]);
-    }
-
-    #[test]
-    fn depthwise_rows_equal_transposed_stores() {
-        let g = Conv2d {
-            c: 19,
-            h: 9,
-            w: 7,
-            kh: 3,
-            kw: 3,
-            sh: 2,
-            sw: 1,
-            dh: 1,
-            dw: 1,
-            pt: 1,
-            pl: 1,
-            oh: 5,
-            ow: 7,
-        };
-        let mut x = bytes(g.h * g.w * g.c, 7);
-        x[0] = 0;
-        x[1] = 255;
-        let w: Vec<i32> = bytes(9 * g.c, 3).iter().map(|&v| v as i8 as i32).collect();
-        let mult: Vec<f32> = (0..g.c).map(|i| 0.001 + i as f32 * 1e-4).collect();
-        let bias: Vec<i32> = (0..g.c as i32).map(|i| i * 37 - 300).collect();
-        let post = Post::Requant {
-            bias: Some(&bias),
-            mult: &mult,
-            zp: 3,
-            lo: 0,
-            hi: 255,
-        };
-        let plane = g.oh * g.ow;
-        let mut a = vec![0u8; plane * g.c];
-        let mut b = vec![0u8; plane * g.c];
-        depthwise_nhwc(&x, 128, &w, &g, &post, Out::U8(&mut a));
-        depthwise_nhwc_out(&x, 128, &w, &g, &post, Out::U8(&mut b));
-        let mut bt = vec![0u8; plane * g.c];
-        transpose(&b, plane, g.c, &mut bt, false);
-        assert_eq!(a, bt);
-    }
-
-    #[test]
-    fn depthwise_blocks_and_tail_match_direct_sums() {
-        // 70 channels: one register block of 64 and a tail of 6; pads and stride 2.
-        let g = Conv2d {
-            c: 70,
-            h: 6,
-            w: 5,
-            kh: 3,
-            kw: 3,
-            sh: 2,
-            sw: 2,
-            dh: 1,
-            dw: 1,
-            pt: 1,
-            pl: 1,
-            oh: 3,
-            ow: 3,
-        };
-        let mut x = bytes(g.h * g.w * g.c, 11);
-        x[..8].copy_from_slice(&[0, 255, 0, 255, 0, 255, 0, 255]);
-        let mut w: Vec<i32> = bytes(9 * g.c, 5).iter().map(|&v| v as i8 as i32).collect();
-        w[0] = -128;
-        w[1] = 127;
-        let zx = 77;
-        let plane = g.oh * g.ow;
-        let mut y = vec![0i32; plane * g.c];
-        let post = Post::Raw { bias: None };
-        depthwise_nhwc_out(&x, zx, &w, &g, &post, Out::I32(&mut y));
-        for oy in 0..g.oh {
-            for ox in 0..g.ow {
-                for ch in 0..g.c {
-                    let mut want = 0i32;
-                    for ky in 0..3 {
-                        for kx in 0..3 {
-                            let (iy, ix) = ((oy * 2 + ky) as i64 - 1, (ox * 2 + kx) as i64 - 1);
-                            if iy < 0 || ix < 0 || iy >= g.h as i64 || ix >= g.w as i64 {
-                                continue;
-                            }
-                            let xv = x[(iy as usize * g.w + ix as usize) * g.c + ch] as i32;
-                            want += (xv - zx) * w[(ky * 3 + kx) * g.c + ch];
-                        }
-                    }
-                    assert_eq!(y[(oy * g.ow + ox) * g.c + ch], want, "({oy}, {ox}, {ch})");
-                }
-            }
-        }
     }
 }

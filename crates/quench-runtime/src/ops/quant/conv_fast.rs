@@ -9,7 +9,7 @@ use super::conv::{AutoPad, ConvAttrs, MAX_ATTR};
 use super::fast::{FastB, column_zero_points, ints};
 use quench_ir::{Tensor, TensorData};
 use quench_kernels::int8::conv::{
-    Conv2d, depthwise_nhwc, depthwise_nhwc_out, im2col_nhwc, to_nhwc_u8, transpose,
+    Conv2d, DwWeights, Level, depthwise, im2col_nhwc, to_nhwc_u8, transpose,
 };
 use quench_kernels::int8::{self, AData, AMat, Out, PackedB, Post};
 
@@ -18,8 +18,8 @@ use quench_kernels::int8::{self, AData, AMat, Out, PackedB, Post};
 pub(crate) enum FastW {
     /// group 1: `B[(ky*kw + kx)*C + ic][oc]`.
     Gemm { b: FastB, kh: usize, kw: usize },
-    /// group = C = M: `w[(ky*kw + kx)*C + c] - zw[c]`.
-    Depthwise { w: Vec<i32>, kh: usize, kw: usize },
+    /// group = C = M: `w[(ky*kw + kx)*C + c] - zw[c]`, packed in tap pairs.
+    Depthwise { w: DwWeights, kh: usize, kw: usize },
 }
 
 impl FastW {
@@ -50,10 +50,11 @@ impl FastW {
             return Some(FastW::Gemm { b, kh, kw });
         }
         if group == m && cg == 1 {
-            let shifted = (0..taps * m)
+            let shifted: Vec<i32> = (0..taps * m)
                 .map(|i| vals[(i % m) * taps + i / m] - zp_of(i % m))
                 .collect();
-            return Some(FastW::Depthwise { w: shifted, kh, kw });
+            let w = DwWeights::new(&shifted, m, taps)?;
+            return Some(FastW::Depthwise { w, kh, kw });
         }
         None
     }
@@ -146,6 +147,19 @@ pub(crate) enum OutKind {
     I8,
 }
 
+/// Per-thread work buffers of [`run`].
+#[derive(Default)]
+struct Scratch {
+    nhwc: Vec<u8>,
+    cols: Vec<u8>,
+    rows_u8: Vec<u8>,
+    rows_i8: Vec<i8>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());
+}
+
 /// Runs the convolution of `x` (zero point `x_zp`, one value) with the
 /// prepared weights, finished by `post`.
 pub(crate) fn run(
@@ -181,8 +195,16 @@ pub(crate) fn run(
     let (hw, plane) = (h * w, g.oh * g.ow);
     let shape = vec![n, m, g.oh, g.ow];
     let total = quench_ir::tensor::checked_numel(&shape)?;
-    let mut nhwc = vec![0u8; hw * c];
-    let mut cols = Vec::new();
+    // Reused per thread: the kernels overwrite every byte they read back,
+    // so fresh zero-filled buffers per call were pure memset time.
+    let mut sc = SCRATCH.with(|s| s.take());
+    let Scratch {
+        nhwc,
+        cols,
+        rows_u8,
+        rows_i8,
+    } = &mut sc;
+    nhwc.resize(hw * c, 0);
     let mut out_i32 = Vec::new();
     let mut out_u8 = Vec::new();
     let mut out_i8 = Vec::new();
@@ -193,11 +215,9 @@ pub(crate) fn run(
     }
     // u8/s8 results are written NHWC (whole rows) and transposed once:
     // per-element transposed stores cost more than the product itself.
-    let mut rows_u8 = Vec::new();
-    let mut rows_i8 = Vec::new();
     match kind {
-        OutKind::U8 => rows_u8 = vec![0u8; m * plane],
-        OutKind::I8 => rows_i8 = vec![0i8; m * plane],
+        OutKind::U8 => rows_u8.resize(m * plane, 0),
+        OutKind::I8 => rows_i8.resize(m * plane, 0),
         OutKind::I32 => {}
     }
     for img in 0..n {
@@ -205,23 +225,24 @@ pub(crate) fn run(
             AData::U8(v) => AData::U8(&v[img * c * hw..(img + 1) * c * hw]),
             AData::I8(v) => AData::I8(&v[img * c * hw..(img + 1) * c * hw]),
         };
-        to_nhwc_u8(src, c, hw, &mut nhwc);
+        to_nhwc_u8(src, c, hw, nhwc);
         let range = img * m * plane..(img + 1) * m * plane;
         let (out, trans) = match kind {
             OutKind::I32 => (Out::I32(&mut out_i32[range.clone()]), true),
-            OutKind::U8 => (Out::U8(&mut rows_u8), false),
-            OutKind::I8 => (Out::I8(&mut rows_i8), false),
+            OutKind::U8 => (Out::U8(&mut rows_u8[..m * plane]), false),
+            OutKind::I8 => (Out::I8(&mut rows_i8[..m * plane]), false),
         };
         let ld = if trans { plane } else { m };
         match fw {
             FastW::Gemm { b, .. } => {
                 let k = b.k();
                 let a = if g.is_pointwise() {
-                    &nhwc[..]
+                    &nhwc[..hw * c]
                 } else {
                     // 4 spare bytes: the kernels read the last row in whole groups of 4.
                     cols.resize(plane * k + 4, 0);
-                    im2col_nhwc(&nhwc, &g, zx as u8, &mut cols, k);
+                    cols[plane * k..].fill(0);
+                    im2col_nhwc(nhwc, &g, zx as u8, cols, k);
                     &cols[..]
                 };
                 let am = AMat {
@@ -233,15 +254,24 @@ pub(crate) fn run(
                 };
                 int8::gemm(&am, &b.packed, post, out, ld, trans, threads);
             }
-            FastW::Depthwise { w, .. } if trans => depthwise_nhwc(&nhwc, zx, w, &g, post, out),
-            FastW::Depthwise { w, .. } => depthwise_nhwc_out(&nhwc, zx, w, &g, post, out),
+            FastW::Depthwise { w, .. } => depthwise(
+                &nhwc[..hw * c],
+                zx as u8,
+                w,
+                &g,
+                post,
+                out,
+                trans,
+                Level::detect(),
+            ),
         }
         match kind {
-            OutKind::U8 => transpose(&rows_u8, plane, m, &mut out_u8[range], false),
-            OutKind::I8 => transpose(&rows_i8, plane, m, &mut out_i8[range], false),
+            OutKind::U8 => transpose(&rows_u8[..m * plane], plane, m, &mut out_u8[range], false),
+            OutKind::I8 => transpose(&rows_i8[..m * plane], plane, m, &mut out_i8[range], false),
             OutKind::I32 => {}
         }
     }
+    SCRATCH.with(|s| s.set(sc));
     super::fast::hit();
     Ok(Some(match kind {
         OutKind::I32 => Tensor::from_vec(shape, out_i32)?,

@@ -1,0 +1,460 @@
+//! Depthwise int8 convolution on NHWC u8 data, vectorised over channels
+//! without a 32-bit multiply per tap: weights are packed at build as i16
+//! pairs of taps, inputs of two taps are zero-extended and interleaved, and
+//! one `vpmaddwd` sums both products. Taps outside the image read a row of
+//! the input zero point, so every pixel runs the same tap list and the
+//! `zx * Σw` term is one per-channel offset instead of a subtract per tap.
+
+use super::Conv2d;
+use crate::int8::epilogue::{self, Out, OutPtr, Post};
+
+/// Depthwise weights `w[tap*c + ch]` (already minus their zero points)
+/// packed as `[pair][ch][2]` i16, the second tap of an odd count zero.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DwWeights {
+    c: usize,
+    taps: usize,
+    pairs: Vec<i16>,
+    /// Σ over taps of each channel's weights.
+    sum: Vec<i32>,
+}
+
+impl DwWeights {
+    /// None when a weight is outside ±255 (u8/s8 minus a zero point never is),
+    /// which keeps pair sums and `zx * Σw` far from i32 overflow.
+    pub fn new(w: &[i32], c: usize, taps: usize) -> Option<DwWeights> {
+        if c == 0 || taps == 0 || w.len() != c * taps || w.iter().any(|v| v.abs() > 255) {
+            return None;
+        }
+        let np = taps.div_ceil(2);
+        let mut pairs = vec![0i16; np * c * 2];
+        let mut sum = vec![0i32; c];
+        for t in 0..taps {
+            for ch in 0..c {
+                let v = w[t * c + ch];
+                pairs[((t / 2) * c + ch) * 2 + t % 2] = v as i16;
+                sum[ch] += v;
+            }
+        }
+        Some(DwWeights {
+            c,
+            taps,
+            pairs,
+            sum,
+        })
+    }
+
+    /// Number of weights (`taps * c`).
+    pub fn len(&self) -> usize {
+        self.taps * self.c
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Instruction set a depthwise call uses; [`Level::detect`] picks the best.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Scalar,
+    Avx2,
+    Avx512,
+}
+
+impl Level {
+    pub fn detect() -> Level {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
+                return Level::Avx512;
+            }
+            if is_x86_feature_detected!("avx2") {
+                return Level::Avx2;
+            }
+        }
+        Level::Scalar
+    }
+
+    /// This level if the CPU has it, else the best it has below.
+    fn available(self) -> Level {
+        match (self, Level::detect()) {
+            (Level::Avx512, d) => d,
+            (Level::Avx2, Level::Scalar) => Level::Scalar,
+            (Level::Avx2, _) => Level::Avx2,
+            (Level::Scalar, _) => Level::Scalar,
+        }
+    }
+}
+
+/// Depthwise convolution of one NHWC image (u8 domain, zero point `zx`),
+/// finished by `post` into `out`: NCHW (`[c][oh*ow]`) when `trans`, else
+/// NHWC rows (`[oh*ow][c]`). `level` is capped at what the CPU supports.
+#[allow(clippy::too_many_arguments)]
+pub fn depthwise(
+    x: &[u8],
+    zx: u8,
+    w: &DwWeights,
+    g: &Conv2d,
+    post: &Post,
+    mut out: Out,
+    trans: bool,
+    level: Level,
+) {
+    let c = g.c;
+    let plane = g.oh * g.ow;
+    assert!(w.c == c && w.taps == g.kh * g.kw && x.len() >= g.h * g.w * c);
+    epilogue::check(post, &out, plane, c);
+    assert!(out.len() >= c * plane);
+    let ptr = out.ptr();
+    let level = level.available();
+    // Safety: the level is supported; shapes were checked above.
+    unsafe {
+        match level {
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512 => body_avx512(x, zx, w, g, post, ptr, trans),
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2 => body_avx2(x, zx, w, g, post, ptr, trans),
+            _ => body::<0>(x, zx, w, g, post, ptr, trans),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn body_avx512(
+    x: &[u8],
+    zx: u8,
+    w: &DwWeights,
+    g: &Conv2d,
+    post: &Post,
+    out: OutPtr,
+    trans: bool,
+) {
+    // Safety: the caller's contract.
+    unsafe { body::<2>(x, zx, w, g, post, out, trans) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn body_avx2(
+    x: &[u8],
+    zx: u8,
+    w: &DwWeights,
+    g: &Conv2d,
+    post: &Post,
+    out: OutPtr,
+    trans: bool,
+) {
+    // Safety: the caller's contract.
+    unsafe { body::<1>(x, zx, w, g, post, out, trans) }
+}
+
+/// `L`: 0 scalar, 1 AVX2, 2 AVX-512 (inlined into the matching wrapper).
+///
+/// # Safety
+/// `out` covers `c * oh * ow` elements; the SIMD level `L` is supported.
+#[inline(always)]
+unsafe fn body<const L: u8>(
+    x: &[u8],
+    zx: u8,
+    w: &DwWeights,
+    g: &Conv2d,
+    post: &Post,
+    out: OutPtr,
+    trans: bool,
+) {
+    let c = g.c;
+    let plane = g.oh * g.ow;
+    let ld = if trans { plane } else { c };
+    let np = w.taps.div_ceil(2);
+    let pad = vec![zx; c];
+    // Start value of every accumulator: −zx·Σw, undoing the u8 offset of all taps.
+    let start: Vec<i32> = w
+        .sum
+        .iter()
+        .map(|&s| s.wrapping_mul(-(zx as i32)))
+        .collect();
+    let mut acc = vec![0i32; c];
+    // Input row of each tap (the pad row outside the image or past an odd count).
+    let mut rows: Vec<&[u8]> = vec![&pad[..]; np * 2];
+    for oy in 0..g.oh {
+        for ox in 0..g.ow {
+            for ky in 0..g.kh {
+                let iy = Conv2d::src(oy, g.sh, ky, g.dh, g.pt, g.h);
+                for kx in 0..g.kw {
+                    let ix = Conv2d::src(ox, g.sw, kx, g.dw, g.pl, g.w);
+                    rows[ky * g.kw + kx] = match (iy, ix) {
+                        (Some(iy), Some(ix)) => &x[(iy * g.w + ix) * c..][..c],
+                        _ => &pad[..],
+                    };
+                }
+            }
+            let mut c0 = 0;
+            #[cfg(target_arch = "x86_64")]
+            if L == 2 {
+                // Safety: AVX-512BW is enabled by the caller; every row and the
+                // packed weights hold c channels, and c0 + 16·B ≤ c.
+                unsafe {
+                    while c0 + 64 <= c {
+                        x86::block512::<4>(&rows, &w.pairs, &start, &mut acc, c, c0);
+                        c0 += 64;
+                    }
+                    while c0 + 16 <= c {
+                        x86::block512::<1>(&rows, &w.pairs, &start, &mut acc, c, c0);
+                        c0 += 16;
+                    }
+                }
+            } else if L == 1 {
+                // Safety: AVX2 is enabled by the caller; as above with 8·B.
+                unsafe {
+                    while c0 + 32 <= c {
+                        x86::block256::<4>(&rows, &w.pairs, &start, &mut acc, c, c0);
+                        c0 += 32;
+                    }
+                    while c0 + 8 <= c {
+                        x86::block256::<1>(&rows, &w.pairs, &start, &mut acc, c, c0);
+                        c0 += 8;
+                    }
+                }
+            }
+            for ch in c0..c {
+                let mut a = start[ch];
+                for p in 0..np {
+                    let wp = &w.pairs[(p * c + ch) * 2..][..2];
+                    let s = rows[2 * p][ch] as i32 * wp[0] as i32
+                        + rows[2 * p + 1][ch] as i32 * wp[1] as i32;
+                    a = a.wrapping_add(s);
+                }
+                acc[ch] = a;
+            }
+            // Safety: row `oy*ow + ox` of a [plane][c] store (transposed or not) is inside c × plane.
+            unsafe { epilogue::finish_row(post, out, ld, trans, oy * g.ow + ox, 0, &mut acc) };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// Channels `c0..c0 + 16·B` of one pixel: `acc = start + Σ pairs (x0·w0 + x1·w1)`.
+    ///
+    /// # Safety
+    /// AVX-512BW available; every row and `pairs` (per pair) hold `c ≥ c0 + 16·B` channels.
+    #[inline(always)]
+    pub(super) unsafe fn block512<const B: usize>(
+        rows: &[&[u8]],
+        pairs: &[i16],
+        start: &[i32],
+        acc: &mut [i32],
+        c: usize,
+        c0: usize,
+    ) {
+        // Safety: the caller's contract.
+        unsafe {
+            let mut a = [_mm512_setzero_si512(); B];
+            for (b, v) in a.iter_mut().enumerate() {
+                *v = _mm512_loadu_si512(start.as_ptr().add(c0 + 16 * b) as *const _);
+            }
+            for (p, r) in rows.chunks_exact(2).enumerate() {
+                let (r0, r1) = (r[0].as_ptr().add(c0), r[1].as_ptr().add(c0));
+                let wp = pairs.as_ptr().add((p * c + c0) * 2);
+                for (b, v) in a.iter_mut().enumerate() {
+                    let x0 = _mm512_cvtepu8_epi32(_mm_loadu_si128(r0.add(16 * b) as *const _));
+                    let x1 = _mm512_cvtepu8_epi32(_mm_loadu_si128(r1.add(16 * b) as *const _));
+                    let xy = _mm512_or_si512(x0, _mm512_slli_epi32::<16>(x1));
+                    let wv = _mm512_loadu_si512(wp.add(32 * b) as *const _);
+                    *v = _mm512_add_epi32(*v, _mm512_madd_epi16(xy, wv));
+                }
+            }
+            for (b, v) in a.iter().enumerate() {
+                _mm512_storeu_si512(acc.as_mut_ptr().add(c0 + 16 * b) as *mut _, *v);
+            }
+        }
+    }
+
+    /// [`block512`] with 8 channels per register.
+    ///
+    /// # Safety
+    /// AVX2 available; every row and `pairs` (per pair) hold `c ≥ c0 + 8·B` channels.
+    #[inline(always)]
+    pub(super) unsafe fn block256<const B: usize>(
+        rows: &[&[u8]],
+        pairs: &[i16],
+        start: &[i32],
+        acc: &mut [i32],
+        c: usize,
+        c0: usize,
+    ) {
+        // Safety: the caller's contract.
+        unsafe {
+            let mut a = [_mm256_setzero_si256(); B];
+            for (b, v) in a.iter_mut().enumerate() {
+                *v = _mm256_loadu_si256(start.as_ptr().add(c0 + 8 * b) as *const _);
+            }
+            for (p, r) in rows.chunks_exact(2).enumerate() {
+                let (r0, r1) = (r[0].as_ptr().add(c0), r[1].as_ptr().add(c0));
+                let wp = pairs.as_ptr().add((p * c + c0) * 2);
+                for (b, v) in a.iter_mut().enumerate() {
+                    let x0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(r0.add(8 * b) as *const _));
+                    let x1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(r1.add(8 * b) as *const _));
+                    let xy = _mm256_or_si256(x0, _mm256_slli_epi32::<16>(x1));
+                    let wv = _mm256_loadu_si256(wp.add(16 * b) as *const _);
+                    *v = _mm256_add_epi32(*v, _mm256_madd_epi16(xy, wv));
+                }
+            }
+            for (b, v) in a.iter().enumerate() {
+                _mm256_storeu_si256(acc.as_mut_ptr().add(c0 + 8 * b) as *mut _, *v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(n: usize, seed: u32) -> Vec<u8> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                (s >> 16) as u8
+            })
+            .collect()
+    }
+
+    /// Direct sums Σ (x − zx)·w over the taps inside the image, NHWC rows.
+    fn reference(x: &[u8], zx: i32, w: &[i32], g: &Conv2d) -> Vec<i32> {
+        let mut y = vec![0i32; g.oh * g.ow * g.c];
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                for ch in 0..g.c {
+                    let mut s = 0i32;
+                    for ky in 0..g.kh {
+                        for kx in 0..g.kw {
+                            let iy = (oy * g.sh + ky * g.dh) as i64 - g.pt as i64;
+                            let ix = (ox * g.sw + kx * g.dw) as i64 - g.pl as i64;
+                            if iy < 0 || ix < 0 || iy >= g.h as i64 || ix >= g.w as i64 {
+                                continue;
+                            }
+                            let xv = x[(iy as usize * g.w + ix as usize) * g.c + ch] as i32;
+                            s += (xv - zx) * w[(ky * g.kw + kx) * g.c + ch];
+                        }
+                    }
+                    y[(oy * g.ow + ox) * g.c + ch] = s;
+                }
+            }
+        }
+        y
+    }
+
+    fn geom(
+        c: usize,
+        h: usize,
+        w: usize,
+        k: (usize, usize),
+        s: usize,
+        d: usize,
+        p: usize,
+    ) -> Conv2d {
+        let oh = (h + 2 * p - (k.0 - 1) * d - 1) / s + 1;
+        let ow = (w + 2 * p - (k.1 - 1) * d - 1) / s + 1;
+        Conv2d {
+            c,
+            h,
+            w,
+            kh: k.0,
+            kw: k.1,
+            sh: s,
+            sw: s,
+            dh: d,
+            dw: d,
+            pt: p,
+            pl: p,
+            oh,
+            ow,
+        }
+    }
+
+    #[test]
+    fn all_levels_equal_direct_sums() {
+        let cases = [
+            geom(1, 5, 4, (3, 3), 1, 1, 1),
+            geom(7, 6, 5, (3, 3), 2, 1, 1),
+            geom(16, 7, 7, (3, 3), 1, 1, 1),
+            geom(17, 6, 9, (2, 3), 1, 2, 2),
+            geom(70, 6, 5, (3, 3), 2, 1, 1),
+            geom(130, 5, 5, (5, 5), 1, 1, 2),
+            geom(96, 4, 4, (1, 1), 1, 1, 0),
+            geom(40, 9, 3, (4, 2), 3, 1, 0),
+        ];
+        for (i, g) in cases.iter().enumerate() {
+            let taps = g.kh * g.kw;
+            let mut x = bytes(g.h * g.w * g.c, 11 + i as u32);
+            x[0] = 0;
+            x[g.c - 1] = 255;
+            let last = x.len() - 1;
+            x[last] = 255;
+            // Weights minus a zero point: the full ±255 range at the extremes.
+            let mut w: Vec<i32> = bytes(taps * g.c, 5 + i as u32)
+                .iter()
+                .map(|&v| v as i32 - 128)
+                .collect();
+            w[0] = -255;
+            w[taps * g.c - 1] = 255;
+            let packed = DwWeights::new(&w, g.c, taps).unwrap();
+            for zx in [0u8, 77, 255] {
+                let want = reference(&x, zx as i32, &w, g);
+                for level in [Level::Scalar, Level::Avx2, Level::Avx512] {
+                    let mut y = vec![0i32; want.len()];
+                    let post = Post::Raw { bias: None };
+                    depthwise(&x, zx, &packed, g, &post, Out::I32(&mut y), false, level);
+                    assert_eq!(y, want, "case {i} zx {zx} {level:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn requantized_levels_agree_and_transposed_store_matches_rows() {
+        let g = geom(37, 9, 7, (3, 3), 2, 1, 1);
+        let x = bytes(g.h * g.w * g.c, 7);
+        let w: Vec<i32> = bytes(9 * g.c, 3).iter().map(|&v| v as i8 as i32).collect();
+        let packed = DwWeights::new(&w, g.c, 9).unwrap();
+        let mult: Vec<f32> = (0..g.c).map(|i| 0.001 + i as f32 * 1e-4).collect();
+        let bias: Vec<i32> = (0..g.c as i32).map(|i| i * 37 - 300).collect();
+        let post = Post::Requant {
+            bias: Some(&bias),
+            mult: &mult,
+            zp: 3,
+            lo: 0,
+            hi: 255,
+        };
+        let plane = g.oh * g.ow;
+        let run = |level, trans| {
+            let mut y = vec![0u8; plane * g.c];
+            depthwise(&x, 128, &packed, &g, &post, Out::U8(&mut y), trans, level);
+            y
+        };
+        let rows = run(Level::Scalar, false);
+        let mut t = vec![0u8; plane * g.c];
+        super::super::transpose(&rows, plane, g.c, &mut t, false);
+        for level in [Level::Scalar, Level::Avx2, Level::Avx512] {
+            assert_eq!(run(level, false), rows, "{level:?}");
+            assert_eq!(run(level, true), t, "{level:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_out_of_range_or_mis_sized_weights() {
+        assert!(DwWeights::new(&[256, 0], 2, 1).is_none());
+        assert!(DwWeights::new(&[1, 2, 3], 2, 1).is_none());
+        assert!(DwWeights::new(&[], 0, 1).is_none());
+        assert_eq!(
+            DwWeights::new(&[1, 2, 3, 4], 2, 2).map(|w| w.len()),
+            Some(4)
+        );
+    }
+}
