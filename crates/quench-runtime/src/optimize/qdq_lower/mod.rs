@@ -46,7 +46,11 @@ impl<'a> Ctx<'a> {
         }
         let scale_t = self.index.constant(&n.inputs[1])?;
         let zp_t = self.index.constant(&n.inputs[2])?;
-        if scale_t.dtype() != DType::F32 || scale_t.shape() != zp_t.shape() {
+        // Blocked quantization (opset 21 block_size) has no integer op here.
+        if scale_t.dtype() != DType::F32
+            || scale_t.shape() != zp_t.shape()
+            || n.attr_int_or("block_size", 0).ok()? != 0
+        {
             return None;
         }
         Some(Dq {
@@ -235,7 +239,9 @@ fn lower_one(c: &Ctx, op: &Node, y: (&str, &str), ty: DType, out: &str) -> Optio
             if !is_8bit(wt.dtype()) || !c.has("", "QLinearConv") {
                 return None;
             }
-            if w.scale_t.numel() != 1 && (w.axis != 0 || w.scale_t.shape().len() != 1) {
+            if w.scale_t.numel() != 1
+                && (w.axis != 0 || wt.shape().first().is_none_or(|&m| w.scale_t.shape() != [m]))
+            {
                 return None;
             }
             let mut inputs = vec![x.x, x.scale, x.zp, w.x, w.scale, w.zp, ys, yz];
@@ -256,7 +262,10 @@ fn lower_one(c: &Ctx, op: &Node, y: (&str, &str), ty: DType, out: &str) -> Optio
             if per_col {
                 // QLinearMatMul takes per-column scales of a 2-D B only.
                 let bt = c.index.constant(b.x)?;
-                if bt.shape().len() != 2 || !(b.axis == 1 || b.axis == -1) {
+                if bt.shape().len() != 2
+                    || !(b.axis == 1 || b.axis == -1)
+                    || b.scale_t.shape() != [bt.shape()[1]]
+                {
                     return None;
                 }
             }
@@ -275,8 +284,12 @@ fn lower_one(c: &Ctx, op: &Node, y: (&str, &str), ty: DType, out: &str) -> Optio
                 return None;
             }
             let trans_b = op.attr_int_or("transB", 0).ok()? != 0;
+            // Per-column scales: 1-D, one per output column (not blocked).
+            let n_axis = if trans_b { 0 } else { 1 };
             if b.scale_t.numel() != 1
-                && (b.axis != if trans_b { 0 } else { 1 } || bt.shape().len() != 2)
+                && (bt.shape().len() != 2
+                    || b.axis != n_axis as i64
+                    || b.scale_t.shape() != [bt.shape()[n_axis]])
             {
                 return None;
             }
