@@ -4,13 +4,14 @@
 Builds the float networks of scripts/bench_fp32.py, quantizes them with ONNX
 Runtime's quantize_static (QOperator format: QLinearConv/QLinearAdd/...; or
 QDQ format with --formats qdq; u8 activations, s8 per-channel weights,
-calibrated on random images), then times, in alternating rounds on one
+calibrated on random images; or, with the format quench-qdq, with
+`quench quantize --format qdq` on the same images), then times, in alternating rounds on one
 thread at batch 1: ONNX Runtime on the int8 file, `quench bench` on the same
 int8 file, and `quench bench` on the float file. Prints the medians of wall
 time and of process CPU time per run (steadier on a shared machine), and
 the ratios of both.
 
-    ~/.cache/quench/venv/bin/python scripts/bench_int8.py [--runs 20] [--rounds 3] [--models resnet50,mobilenetv2] [--formats qop,qdq]
+    ~/.cache/quench/venv/bin/python scripts/bench_int8.py [--runs 20] [--rounds 3] [--models resnet50,mobilenetv2] [--formats qop,qdq,quench-qdq]
 """
 
 from __future__ import annotations
@@ -49,6 +50,16 @@ def quantize(fp32: Path, out: Path, fmt: str) -> None:
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
 
 
+def quench_quantize(exe: Path, fp32: Path, out: Path) -> None:
+    """QDQ file written by Quench's own quantizer, calibrated on the images quantize() uses."""
+    name = onnx.load(str(fp32), load_external_data=False).graph.input[0].name
+    rng = np.random.default_rng(1)
+    calib = out.with_suffix(".calib.npz")
+    np.savez(calib, **{name: np.concatenate([rng.standard_normal((1, 3, 224, 224)).astype(np.float32) for _ in range(4)])})
+    subprocess.run([str(exe), "quantize", str(fp32), "--calib", str(calib), "--format", "qdq", "-o", str(out)],
+                   check=True, capture_output=True)
+
+
 def ort_times(path: Path, runs: int) -> tuple[list[float], list[float]]:
     import onnxruntime as ort
 
@@ -82,7 +93,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds")
     ap.add_argument("--models", default="resnet50,mobilenetv2")
-    ap.add_argument("--formats", default="qop", help="qop (QOperator) and/or qdq, comma separated")
+    ap.add_argument("--formats", default="qop", help="qop (QOperator), qdq (ORT's QDQ) and/or quench-qdq (Quench's QDQ), comma separated")
     ap.add_argument("--dir", type=Path, default=Path("/tmp/quench-bench"))
     args = ap.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
@@ -97,7 +108,9 @@ def main() -> int:
             onnx.save(builders[name](), fp32)
         for fmt in args.formats.split(","):
             int8 = args.dir / f"{name}.{fmt}.onnx"
-            if not int8.exists():
+            if not int8.exists() and fmt == "quench-qdq":
+                quench_quantize(exe, fp32, int8)
+            elif not int8.exists():
                 quantize(fp32, int8, fmt)
             ow, oc, qw, qc, fw, fc = [], [], [], [], [], []
             for _ in range(args.rounds):

@@ -167,13 +167,17 @@ impl Plan {
             watched = w;
             &watched
         };
+        // QDQ groups become integer ops first; the fp32 fusions see the result.
+        let lowered = crate::optimize::lower_qdq(g, opset, registry)
+            .map(|nodes| Graph { nodes, ..g.clone() });
+        let g = lowered.as_ref().unwrap_or(g);
         let conv = registry
             .get(crate::optimize::DOMAIN, crate::optimize::FUSED_CONV)
             .and_then(|_| crate::optimize::fuse_conv_chains(g, opset));
         let gelu = registry
             .get("", "Gelu")
             .and_then(|_| crate::optimize::fuse_gelu(conv.as_deref().unwrap_or(&g.nodes), g));
-        gelu.or(conv)
+        gelu.or(conv).or(lowered.map(|g| g.nodes))
     }
 
     /// The plain plan of `g` and, given fused `nodes`, the fused plan that

@@ -13,6 +13,8 @@
 
 mod gelu;
 mod index;
+mod qdq_lower;
+pub use qdq_lower::lower_qdq;
 
 pub use gelu::fuse_gelu;
 use index::Index;
