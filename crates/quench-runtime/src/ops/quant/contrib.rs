@@ -130,6 +130,9 @@ impl Op for QLinearBinary {
             );
         }
         let q = QType::of(a.t.dtype(), "input 0 (A)")?;
+        if let Binary::Add = self.0 {
+            return Ok(vec![ort_add(&a, &b, c_scale, c_zp, q)?]);
+        }
         if a.t.shape() == b.t.shape() && matches!(q, QType::U8 | QType::I8) {
             return Ok(vec![self.same_shape(&a, &b, c_scale, c_zp, q)?]);
         }
@@ -150,6 +153,101 @@ impl Op for QLinearBinary {
             .collect();
         Ok(vec![q.tensor(shape, y)?])
     }
+}
+
+/// QLinearAdd with ONNX Runtime's x86 arithmetic, so that residual chains
+/// give ORT's integers bit for bit (the plain dequantize-add-requantize
+/// rounds a few ties per layer the other way, and the differences grow
+/// through the following layers): with `ra = sa / sc`, `rb = sb / sc` and
+/// `fixed = zc - fma(ra, za, rb * zb)`, each output is
+/// `round_half_even(fma(a, ra, fma(b, rb, fixed)))`, saturated; a scalar
+/// input is folded into `fixed` first with a separate multiply and add.
+fn ort_add(a: &QInput, b: &QInput, c_scale: f32, c_zp: i32, q: QType) -> Result<Tensor, OpError> {
+    let (ra, rb) = (a.scale / c_scale, b.scale / c_scale);
+    let fixed = c_zp as f32 - ra.mul_add(a.zp as f32, rb * b.zp as f32);
+    let (av, bv) = (
+        int_values(a.t, "input 0 (A)")?,
+        int_values(b.t, "input 3 (B)")?,
+    );
+    let (lo, hi) = q.range();
+    let (lo, hi) = (lo as f32, hi as f32);
+    let finish = |t: f32| t.round_ties_even().clamp(lo, hi) as i32;
+    let (shape, y) = if a.t.shape() == b.t.shape() {
+        (
+            a.t.shape().to_vec(),
+            fused_add(&av, ra, &bv, rb, fixed, finish),
+        )
+    } else if bv.len() == 1 {
+        let f = fixed + bv[0] as f32 * rb;
+        (
+            a.t.shape().to_vec(),
+            av.iter()
+                .map(|&x| finish((x as f32).mul_add(ra, f)))
+                .collect(),
+        )
+    } else if av.len() == 1 {
+        let f = fixed + av[0] as f32 * ra;
+        (
+            b.t.shape().to_vec(),
+            bv.iter()
+                .map(|&y| finish((y as f32).mul_add(rb, f)))
+                .collect(),
+        )
+    } else {
+        let shape = broadcast_shapes(a.t.shape(), b.t.shape())?;
+        let ai = broadcast_index(a.t.shape(), &shape)?;
+        let bi = broadcast_index(b.t.shape(), &shape)?;
+        let y = ai
+            .iter()
+            .zip(&bi)
+            .map(|(&i, &j)| finish((av[i] as f32).mul_add(ra, (bv[j] as f32).mul_add(rb, fixed))))
+            .collect();
+        (shape, y)
+    };
+    q.tensor(shape, y)
+}
+
+/// The element-wise loop of [`ort_add`], compiled with FMA where the CPU
+/// has it (`mul_add` is exact either way; without the feature it is a call).
+fn fused_add(
+    a: &[i32],
+    ra: f32,
+    b: &[i32],
+    rb: f32,
+    fixed: f32,
+    finish: impl Fn(f32) -> i32 + Copy,
+) -> Vec<i32> {
+    #[inline(always)]
+    fn run(
+        a: &[i32],
+        ra: f32,
+        b: &[i32],
+        rb: f32,
+        fixed: f32,
+        finish: impl Fn(f32) -> i32,
+    ) -> Vec<i32> {
+        a.iter()
+            .zip(b)
+            .map(|(&x, &y)| finish((x as f32).mul_add(ra, (y as f32).mul_add(rb, fixed))))
+            .collect()
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("fma") && std::arch::is_x86_feature_detected!("avx2") {
+        #[target_feature(enable = "avx2,fma")]
+        fn fma(
+            a: &[i32],
+            ra: f32,
+            b: &[i32],
+            rb: f32,
+            fixed: f32,
+            finish: impl Fn(f32) -> i32,
+        ) -> Vec<i32> {
+            run(a, ra, b, rb, fixed, finish)
+        }
+        // Safety: the features were detected on this CPU.
+        return unsafe { fma(a, ra, b, rb, fixed, finish) };
+    }
+    run(a, ra, b, rb, fixed, finish)
 }
 
 /// X_scale, X_zero_point, Y_scale, Y_zero_point around `X`.
@@ -314,6 +412,26 @@ mod tests {
             out[0].as_slice::<u8>().unwrap(),
             &[13, 13, 255, 80, 140, 255]
         );
+    }
+
+    #[test]
+    fn qlinear_add_rounds_ties_like_ort() {
+        // A residual Add of ORT's MobileNetV2 (quantize_static): onnxruntime
+        // 1.31 gives 61 and 150 where dequantize-add-requantize gives 62, 151.
+        let (a, b) = (t(&[2], vec![46u8, 225]), t(&[2], vec![126u8, 34]));
+        let n = ms(
+            "QLinearAdd",
+            &["a", "as", "az", "b", "bs", "bz", "cs", "cz"],
+        );
+        let q = |s: f32, z: u8| (Tensor::scalar(s), Tensor::scalar(z));
+        let ((sa, za), (sb, zb), (sc, zc)) = (
+            q(0.120_402_455, 110),
+            q(0.088_424_3, 142),
+            q(0.150_752_83, 122),
+        );
+        let ins = [&a, &sa, &za, &b, &sb, &zb, &sc, &zc].map(Some);
+        let out = run(n, 1, &ins).unwrap();
+        assert_eq!(out[0].as_slice::<u8>().unwrap(), &[61, 150]);
     }
 
     #[test]
