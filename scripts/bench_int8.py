@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_fp32 import REPO, mobilenetv2, resnet50  # noqa: E402
@@ -88,6 +89,29 @@ def quench_median(exe: Path, path: Path, runs: int) -> tuple[float, float]:
     return j["median_ms"], j["cpu_median_ms"]
 
 
+def agreement(exe: Path, path: Path, workdir: Path) -> float:
+    """Largest difference between Quench's and ORT's outputs on one random input, in units of the
+    scale of the DequantizeLinear that makes the output (0 = bit-identical integers)."""
+    import onnxruntime as ort
+
+    m = onnx.load(str(path))
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in m.graph.initializer}
+    out = m.graph.output[0].name
+    dq = next(n for n in m.graph.node if out in n.output)
+    step = float(inits[dq.input[1]].reshape(-1)[0]) if dq.op_type == "DequantizeLinear" else 1.0
+    name = m.graph.input[0].name
+    x = np.random.default_rng(7).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    want = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).run(None, {name: x})[0]
+    xin, odir = workdir / "agree_x.npy", workdir / "agree_out"
+    np.save(xin, x)
+    subprocess.run([str(exe), "run", str(path), "--input", f"{name}={xin}", "-o", str(odir), "--threads", "1"],
+                   check=True, capture_output=True)
+    got = np.load(odir / f"{out}.npy")
+    return float(np.max(np.abs(got - want)) / step)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=20)
@@ -123,15 +147,16 @@ def main() -> int:
                 w, c = quench_median(exe, fp32, args.runs)
                 fw.append(w)
                 fc.append(c)
-            row = (f"{name}/{fmt}", med(ow), med(qw), med(fw), med(oc), med(qc), med(fc))
+            steps = agreement(exe, int8, args.dir)
+            row = (f"{name}/{fmt}", med(ow), med(qw), med(fw), med(oc), med(qc), med(fc), steps)
             rows.append(row)
             print(f"{row[0]}: wall ORT int8 {row[1]:.2f}, Quench int8 {row[2]:.2f}, Quench fp32 {row[3]:.2f} ms; "
-                  f"CPU {row[4]:.2f}, {row[5]:.2f}, {row[6]:.2f} ms", flush=True)
+                  f"CPU {row[4]:.2f}, {row[5]:.2f}, {row[6]:.2f} ms; Quench vs ORT output {steps:.2f} steps", flush=True)
     print(f"\n1 thread, batch 1, 224x224; medians of {args.rounds} alternating rounds of {args.runs} runs; "
           f"load average {os.getloadavg()[0]:.1f}")
-    print(f"{'model':<18} {'':>5} {'ORT int8':>9} {'Q int8':>8} {'Q fp32':>8} {'Qi8/ORTi8':>10} {'Qi8/Qfp32':>10}")
-    for name, o, q, f, oc_, qc_, fc_ in rows:
-        print(f"{name:<18} {'wall':>5} {o:9.2f} {q:8.2f} {f:8.2f} {q / o:10.3f} {q / f:10.3f}")
+    print(f"{'model':<18} {'':>5} {'ORT int8':>9} {'Q int8':>8} {'Q fp32':>8} {'Qi8/ORTi8':>10} {'Qi8/Qfp32':>10} {'vs ORT':>7}")
+    for name, o, q, f, oc_, qc_, fc_, steps in rows:
+        print(f"{name:<18} {'wall':>5} {o:9.2f} {q:8.2f} {f:8.2f} {q / o:10.3f} {q / f:10.3f} {steps:5.2f} steps")
         print(f"{'':<18} {'CPU':>5} {oc_:9.2f} {qc_:8.2f} {fc_:8.2f} {qc_ / oc_:10.3f} {qc_ / fc_:10.3f}")
     return 0
 

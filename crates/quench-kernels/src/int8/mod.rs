@@ -9,6 +9,7 @@
 //! is exact in wrapping i32, so every path matches the scalar reference bit
 //! for bit, and threads (which split output tiles) never change a result.
 
+pub mod add;
 pub mod conv;
 mod epilogue;
 mod kernels;

@@ -8,7 +8,9 @@ use super::{
 };
 use crate::op::{optional, required};
 use crate::{BuildCtx, Op, OpError, Registry, RunCtx, bail_invalid};
-use quench_ir::Tensor;
+use quench_ir::{Tensor, TensorData};
+use quench_kernels::int8::add;
+use quench_kernels::int8::round_half_even;
 
 pub fn register(r: &mut Registry) {
     r.register("com.microsoft", "QLinearAdd", build_add);
@@ -164,90 +166,67 @@ impl Op for QLinearBinary {
 /// input is folded into `fixed` first with a separate multiply and add.
 fn ort_add(a: &QInput, b: &QInput, c_scale: f32, c_zp: i32, q: QType) -> Result<Tensor, OpError> {
     let (ra, rb) = (a.scale / c_scale, b.scale / c_scale);
-    let fixed = c_zp as f32 - ra.mul_add(a.zp as f32, rb * b.zp as f32);
+    let fixed = add::add_fixed(ra, a.zp, rb, b.zp, c_zp);
+    // 8-bit (every CNN's residual Add): the vectorised kernels on the bytes.
+    match (a.t.data(), b.t.data()) {
+        (TensorData::U8(x), TensorData::U8(y)) => {
+            if let Some(t) = add_bytes(a.t, x, ra, b.t, y, rb, fixed)? {
+                return Ok(t);
+            }
+        }
+        (TensorData::I8(x), TensorData::I8(y)) => {
+            if let Some(t) = add_bytes(a.t, x, ra, b.t, y, rb, fixed)? {
+                return Ok(t);
+            }
+        }
+        _ => {}
+    }
     let (av, bv) = (
         int_values(a.t, "input 0 (A)")?,
         int_values(b.t, "input 3 (B)")?,
     );
     let (lo, hi) = q.range();
     let (lo, hi) = (lo as f32, hi as f32);
-    let finish = |t: f32| t.round_ties_even().clamp(lo, hi) as i32;
-    let (shape, y) = if a.t.shape() == b.t.shape() {
-        (
-            a.t.shape().to_vec(),
-            fused_add(&av, ra, &bv, rb, fixed, finish),
-        )
-    } else if bv.len() == 1 {
-        let f = fixed + bv[0] as f32 * rb;
-        (
-            a.t.shape().to_vec(),
-            av.iter()
-                .map(|&x| finish((x as f32).mul_add(ra, f)))
-                .collect(),
-        )
-    } else if av.len() == 1 {
-        let f = fixed + av[0] as f32 * ra;
-        (
-            b.t.shape().to_vec(),
-            bv.iter()
-                .map(|&y| finish((y as f32).mul_add(rb, f)))
-                .collect(),
-        )
-    } else {
-        let shape = broadcast_shapes(a.t.shape(), b.t.shape())?;
-        let ai = broadcast_index(a.t.shape(), &shape)?;
-        let bi = broadcast_index(b.t.shape(), &shape)?;
-        let y = ai
-            .iter()
-            .zip(&bi)
-            .map(|(&i, &j)| finish((av[i] as f32).mul_add(ra, (bv[j] as f32).mul_add(rb, fixed))))
-            .collect();
-        (shape, y)
-    };
+    let finish = |t: f32| round_half_even(t).clamp(lo, hi) as i32;
+    let shape = broadcast_shapes(a.t.shape(), b.t.shape())?;
+    let ai = broadcast_index(a.t.shape(), &shape)?;
+    let bi = broadcast_index(b.t.shape(), &shape)?;
+    let y = ai
+        .iter()
+        .zip(&bi)
+        .map(|(&i, &j)| finish((av[i] as f32).mul_add(ra, (bv[j] as f32).mul_add(rb, fixed))))
+        .collect();
     q.tensor(shape, y)
 }
 
-/// The element-wise loop of [`ort_add`], compiled with FMA where the CPU
-/// has it (`mul_add` is exact either way; without the feature it is a call).
-fn fused_add(
-    a: &[i32],
+/// [`ort_add`] on 8-bit data of equal shapes or with one scalar operand;
+/// `None` for other broadcasts (the general loop).
+fn add_bytes<T: add::QByte + quench_ir::tensor::Elem>(
+    at: &Tensor,
+    a: &[T],
     ra: f32,
-    b: &[i32],
+    bt: &Tensor,
+    b: &[T],
     rb: f32,
     fixed: f32,
-    finish: impl Fn(f32) -> i32 + Copy,
-) -> Vec<i32> {
-    #[inline(always)]
-    fn run(
-        a: &[i32],
-        ra: f32,
-        b: &[i32],
-        rb: f32,
-        fixed: f32,
-        finish: impl Fn(f32) -> i32,
-    ) -> Vec<i32> {
-        a.iter()
-            .zip(b)
-            .map(|(&x, &y)| finish((x as f32).mul_add(ra, (y as f32).mul_add(rb, fixed))))
-            .collect()
-    }
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("fma") && std::arch::is_x86_feature_detected!("avx2") {
-        #[target_feature(enable = "avx2,fma")]
-        fn fma(
-            a: &[i32],
-            ra: f32,
-            b: &[i32],
-            rb: f32,
-            fixed: f32,
-            finish: impl Fn(f32) -> i32,
-        ) -> Vec<i32> {
-            run(a, ra, b, rb, fixed, finish)
-        }
-        // Safety: the features were detected on this CPU.
-        return unsafe { fma(a, ra, b, rb, fixed, finish) };
-    }
-    run(a, ra, b, rb, fixed, finish)
+) -> Result<Option<Tensor>, OpError> {
+    let (shape, y) = if at.shape() == bt.shape() {
+        let mut y = vec![T::default(); a.len()];
+        add::qadd(a, ra, b, rb, fixed, &mut y);
+        (at.shape().to_vec(), y)
+    } else if b.len() == 1 && broadcast_shapes(at.shape(), bt.shape())? == at.shape() {
+        // A scalar is folded into `fixed` with a separate multiply and add, as ORT does.
+        let mut y = vec![T::default(); a.len()];
+        add::qaffine(a, ra, fixed + b[0].to_f32() * rb, &mut y);
+        (at.shape().to_vec(), y)
+    } else if a.len() == 1 && broadcast_shapes(at.shape(), bt.shape())? == bt.shape() {
+        let mut y = vec![T::default(); b.len()];
+        add::qaffine(b, rb, fixed + a[0].to_f32() * ra, &mut y);
+        (bt.shape().to_vec(), y)
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(Tensor::from_vec(shape, y)?))
 }
 
 /// X_scale, X_zero_point, Y_scale, Y_zero_point around `X`.
