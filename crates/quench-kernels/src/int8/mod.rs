@@ -12,6 +12,8 @@
 pub mod add;
 pub mod conv;
 mod epilogue;
+#[cfg(target_arch = "x86_64")]
+mod epilogue_avx512;
 mod kernels;
 mod pack;
 mod round;
@@ -277,6 +279,14 @@ impl Ctx<'_> {
                         &mut tile,
                     );
                 }
+                #[cfg(target_arch = "x86_64")]
+                if self.isa == Isa::Avx512Vnni && !self.trans {
+                    // Safety: AVX-512 is this ISA's; the tile, panel and output bounds are
+                    // those of the portable path below.
+                    if unsafe { self.finish_avx512(&tile, m0, rows, n0, real) } {
+                        continue;
+                    }
+                }
                 for r in 0..rows {
                     let i = m0 + r;
                     let acc = &mut tile[r * PANEL..r * PANEL + real];
@@ -300,6 +310,101 @@ impl Ctx<'_> {
                         epilogue::finish_row(self.post, self.out, self.ld, self.trans, i, n0, acc)
                     };
                 }
+            }
+        }
+    }
+}
+
+impl Ctx<'_> {
+    /// The register epilogue of [`epilogue_avx512`] for row-major u8/s8
+    /// requantized or f32 dequantized output; false for the other cases.
+    ///
+    /// # Safety
+    /// AVX-512F/BW available; `tile` holds rows `m0..m0+rows` × columns
+    /// `n0..n0+real` and the output covers them (checked in `gemm_with`).
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn finish_avx512(
+        &self,
+        tile: &kernels::Tile,
+        m0: usize,
+        rows: usize,
+        n0: usize,
+        real: usize,
+    ) -> bool {
+        let b = self.b;
+        let cols = n0..n0 + real;
+        let t = epilogue_avx512::TileCtx {
+            rows,
+            width: real,
+            za: &self.a.za[m0..m0 + rows],
+            rowsum: if b.has_zp {
+                &self.a.rowsum[m0..m0 + rows]
+            } else {
+                &[]
+            },
+            cz: &b.cz[cols.clone()],
+            zb: b.has_zp.then(|| &b.zb[cols.clone()]),
+        };
+        let at = m0 * self.ld + n0;
+        // Safety: the caller's contract; `at` addresses row m0, column n0.
+        unsafe {
+            match (*self.post, self.out) {
+                (
+                    Post::Requant {
+                        bias,
+                        mult,
+                        zp,
+                        lo,
+                        hi,
+                    },
+                    OutPtr::U8(_) | OutPtr::I8(_),
+                ) => {
+                    let p = match self.out {
+                        OutPtr::U8(p) => p.add(at),
+                        OutPtr::I8(p) => p.add(at).cast(),
+                        _ => return false,
+                    };
+                    let mult = if mult.len() == 1 {
+                        mult
+                    } else {
+                        &mult[cols.clone()]
+                    };
+                    let bias = bias.map(|v| &v[cols.clone()]);
+                    epilogue_avx512::requant(&t, tile.as_ptr(), bias, mult, zp, lo, hi, p, self.ld);
+                    true
+                }
+                (
+                    Post::Dequant {
+                        a_scale,
+                        b_scale,
+                        bias,
+                    },
+                    OutPtr::F32(p),
+                ) => {
+                    let a_scale = if a_scale.len() == 1 {
+                        a_scale
+                    } else {
+                        &a_scale[m0..m0 + rows]
+                    };
+                    let b_scale = if b_scale.len() == 1 {
+                        b_scale
+                    } else {
+                        &b_scale[cols.clone()]
+                    };
+                    let bias = bias.map(|v| &v[cols.clone()]);
+                    epilogue_avx512::dequant(
+                        &t,
+                        tile.as_ptr(),
+                        a_scale,
+                        b_scale,
+                        bias,
+                        p.add(at),
+                        self.ld,
+                    );
+                    true
+                }
+                _ => false,
             }
         }
     }
