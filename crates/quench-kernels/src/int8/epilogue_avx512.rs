@@ -12,12 +12,14 @@ use std::arch::x86_64::*;
 /// per-row data of the tile (already offset to its first row).
 pub(crate) struct TileCtx<'a> {
     pub rows: usize,
-    /// Real columns (≤ 64).
     pub width: usize,
+    /// i32 elements from one tile row to the next.
+    pub stride: usize,
     pub za: &'a [i32],
     /// Row sums of A (only with `zb`).
     pub rowsum: &'a [i32],
-    pub cz: &'a [i32],
+    /// `K·zb − Σb` per column (None: nothing to correct for A's zero point).
+    pub cz: Option<&'a [i32]>,
     pub zb: Option<&'a [i32]>,
 }
 
@@ -47,8 +49,10 @@ unsafe fn corrected(
 ) -> __m512i {
     // Safety: forwarded.
     unsafe {
-        let acc = _mm512_loadu_si512(tile.add(r * super::PANEL + 16 * v).cast());
-        let mut acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(_mm512_set1_epi32(t.za[r]), cz));
+        let mut acc = _mm512_loadu_si512(tile.add(r * t.stride + 16 * v).cast());
+        if t.cz.is_some() {
+            acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(_mm512_set1_epi32(t.za[r]), cz));
+        }
         if t.zb.is_some() {
             acc = _mm512_sub_epi32(acc, _mm512_mullo_epi32(_mm512_set1_epi32(t.rowsum[r]), zb));
         }
@@ -72,7 +76,7 @@ unsafe fn load_i32(p: Option<&[i32]>, v: usize, m: __mmask16) -> __m512i {
 /// `clamp(acc·mult, lo−zp, hi−zp)` rounded half to even, plus `zp`.
 ///
 /// # Safety
-/// AVX-512F/BW; `tile` holds `rows` rows of [`PANEL`](super::PANEL) i32;
+/// AVX-512F/BW; `tile` holds `rows` rows of `width` i32, `stride` apart;
 /// `mult` has 1 value or `width`; `bias` `width`; `out` is valid for
 /// `rows` rows of `width` bytes at stride `ld`.
 #[target_feature(enable = "avx512f,avx512bw")]
@@ -97,7 +101,7 @@ pub(crate) unsafe fn requant(
         let vzp = _mm512_set1_epi32(zp);
         for v in 0..t.width.div_ceil(16) {
             let m = mask(t.width, v);
-            let cz = load_i32(Some(t.cz), v, m);
+            let cz = load_i32(t.cz, v, m);
             let zb = load_i32(t.zb, v, m);
             let b = load_i32(bias, v, m);
             let s = if mult.len() == 1 {
@@ -138,7 +142,7 @@ pub(crate) unsafe fn dequant(
         let zero = _mm512_setzero_si512();
         for v in 0..t.width.div_ceil(16) {
             let m = mask(t.width, v);
-            let cz = load_i32(Some(t.cz), v, m);
+            let cz = load_i32(t.cz, v, m);
             let zb = load_i32(t.zb, v, m);
             let sb = if b_scale.len() == 1 {
                 _mm512_set1_ps(b_scale[0])

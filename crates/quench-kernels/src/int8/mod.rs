@@ -13,7 +13,7 @@ pub mod add;
 pub mod conv;
 mod epilogue;
 #[cfg(target_arch = "x86_64")]
-mod epilogue_avx512;
+pub(crate) mod epilogue_avx512;
 mod kernels;
 mod pack;
 mod round;
@@ -337,13 +337,14 @@ impl Ctx<'_> {
         let t = epilogue_avx512::TileCtx {
             rows,
             width: real,
+            stride: PANEL,
             za: &self.a.za[m0..m0 + rows],
             rowsum: if b.has_zp {
                 &self.a.rowsum[m0..m0 + rows]
             } else {
                 &[]
             },
-            cz: &b.cz[cols.clone()],
+            cz: Some(&b.cz[cols.clone()]),
             zb: b.has_zp.then(|| &b.zb[cols.clone()]),
         };
         let at = m0 * self.ld + n0;

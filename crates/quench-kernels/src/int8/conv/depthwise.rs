@@ -176,6 +176,36 @@ unsafe fn body<const L: u8>(
         .map(|&s| s.wrapping_mul(-(zx as i32)))
         .collect();
     let mut acc = vec![0i32; c];
+    // AVX-512, row-major u8/s8 output, whole vectors of channels: requantized
+    // in registers straight from the sums (no i32 row through memory).
+    #[cfg(target_arch = "x86_64")]
+    let fused = match (L, trans, post, out) {
+        (
+            2,
+            false,
+            &Post::Requant {
+                bias,
+                mult,
+                zp,
+                lo,
+                hi,
+            },
+            OutPtr::U8(_) | OutPtr::I8(_),
+        ) if c.is_multiple_of(16) => Some(x86::Requant {
+            bias: bias.map(|b| b.as_ptr()),
+            mult: mult.as_ptr(),
+            per_channel: mult.len() > 1,
+            zp,
+            flo: (lo - zp) as f32,
+            fhi: (hi - zp) as f32,
+            out: match out {
+                OutPtr::U8(p) => p,
+                OutPtr::I8(p) => p.cast(),
+                _ => std::ptr::null_mut(),
+            },
+        }),
+        _ => None,
+    };
     // Input row of each tap (the pad row outside the image or past an odd count).
     let mut rows: Vec<&[u8]> = vec![&pad[..]; np * 2];
     for oy in 0..g.oh {
@@ -191,6 +221,26 @@ unsafe fn body<const L: u8>(
                 }
             }
             let mut c0 = 0;
+            #[cfg(target_arch = "x86_64")]
+            if let Some(rq) = &fused {
+                // Safety: AVX-512BW is enabled by the caller (fused is only Some for L = 2);
+                // c is a multiple of 16, every row holds c channels and the output row
+                // `row` of the [plane][c] byte store holds c bytes.
+                unsafe {
+                    let o = rq.out.add((oy * g.ow + ox) * c);
+                    while c0 + 64 <= c {
+                        let a = x86::sums512::<4>(&rows, &w.pairs, &start, c, c0);
+                        x86::requant_store512(&a, rq, c0, o);
+                        c0 += 64;
+                    }
+                    while c0 < c {
+                        let a = x86::sums512::<1>(&rows, &w.pairs, &start, c, c0);
+                        x86::requant_store512(&a, rq, c0, o);
+                        c0 += 16;
+                    }
+                }
+                continue;
+            }
             #[cfg(target_arch = "x86_64")]
             if L == 2 {
                 // Safety: AVX-512BW is enabled by the caller; every row and the
@@ -228,8 +278,9 @@ unsafe fn body<const L: u8>(
                 }
                 acc[ch] = a;
             }
+            let row = oy * g.ow + ox;
             // Safety: row `oy*ow + ox` of a [plane][c] store (transposed or not) is inside c × plane.
-            unsafe { epilogue::finish_row(post, out, ld, trans, oy * g.ow + ox, 0, &mut acc) };
+            unsafe { epilogue::finish_row(post, out, ld, trans, row, 0, &mut acc) };
         }
     }
 }
@@ -237,6 +288,53 @@ unsafe fn body<const L: u8>(
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
+
+    /// What [`requant_store512`] needs: the epilogue's `Post::Requant` as pointers.
+    pub(super) struct Requant {
+        pub bias: Option<*const i32>,
+        pub mult: *const f32,
+        pub per_channel: bool,
+        pub zp: i32,
+        pub flo: f32,
+        pub fhi: f32,
+        pub out: *mut u8,
+    }
+
+    /// Requantizes the sums of channels `c0..c0 + 16·B` into the bytes at
+    /// `o + c0`: the IEEE sequence of the portable epilogue (bias, multiply,
+    /// clamp, round half to even, add the zero point).
+    ///
+    /// # Safety
+    /// AVX-512F/BW available; bias/mult (when per channel) and `o` hold the channels.
+    #[inline(always)]
+    pub(super) unsafe fn requant_store512<const B: usize>(
+        a: &[__m512i; B],
+        rq: &Requant,
+        c0: usize,
+        o: *mut u8,
+    ) {
+        // Safety: the caller's contract.
+        unsafe {
+            let (flo, fhi) = (_mm512_set1_ps(rq.flo), _mm512_set1_ps(rq.fhi));
+            let zp = _mm512_set1_epi32(rq.zp);
+            for (b, &v) in a.iter().enumerate() {
+                let ch = c0 + 16 * b;
+                let v = match rq.bias {
+                    Some(p) => _mm512_add_epi32(v, _mm512_loadu_si512(p.add(ch).cast())),
+                    None => v,
+                };
+                let s = if rq.per_channel {
+                    _mm512_loadu_ps(rq.mult.add(ch))
+                } else {
+                    _mm512_set1_ps(*rq.mult)
+                };
+                let f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), s);
+                let f = _mm512_min_ps(_mm512_max_ps(f, flo), fhi);
+                let q = _mm512_add_epi32(_mm512_cvtps_epi32(f), zp);
+                _mm_storeu_si128(o.add(ch).cast(), _mm512_cvtepi32_epi8(q));
+            }
+        }
+    }
 
     /// Channels `c0..c0 + 16·B` of one pixel: `acc = start + Σ pairs (x0·w0 + x1·w1)`.
     ///
@@ -251,6 +349,27 @@ mod x86 {
         c: usize,
         c0: usize,
     ) {
+        // Safety: the caller's contract.
+        unsafe {
+            let a = sums512::<B>(rows, pairs, start, c, c0);
+            for (b, v) in a.iter().enumerate() {
+                _mm512_storeu_si512(acc.as_mut_ptr().add(c0 + 16 * b) as *mut _, *v);
+            }
+        }
+    }
+
+    /// The sums of [`block512`] in registers.
+    ///
+    /// # Safety
+    /// As [`block512`].
+    #[inline(always)]
+    pub(super) unsafe fn sums512<const B: usize>(
+        rows: &[&[u8]],
+        pairs: &[i16],
+        start: &[i32],
+        c: usize,
+        c0: usize,
+    ) -> [__m512i; B] {
         // Safety: the caller's contract.
         unsafe {
             let mut a = [_mm512_setzero_si512(); B];
@@ -268,9 +387,7 @@ mod x86 {
                     *v = _mm512_add_epi32(*v, _mm512_madd_epi16(xy, wv));
                 }
             }
-            for (b, v) in a.iter().enumerate() {
-                _mm512_storeu_si512(acc.as_mut_ptr().add(c0 + 16 * b) as *mut _, *v);
-            }
+            a
         }
     }
 
@@ -419,7 +536,13 @@ mod tests {
 
     #[test]
     fn requantized_levels_agree_and_transposed_store_matches_rows() {
-        let g = geom(37, 9, 7, (3, 3), 2, 1, 1);
+        // 37 channels: the per-row epilogue; 32 and 80: whole vectors, requantized in registers.
+        for c in [37, 32, 80] {
+            requantized_levels_agree(geom(c, 9, 7, (3, 3), 2, 1, 1));
+        }
+    }
+
+    fn requantized_levels_agree(g: Conv2d) {
         let x = bytes(g.h * g.w * g.c, 7);
         let w: Vec<i32> = bytes(9 * g.c, 3).iter().map(|&v| v as i8 as i32).collect();
         let packed = DwWeights::new(&w, g.c, 9).unwrap();
@@ -444,6 +567,23 @@ mod tests {
         for level in [Level::Scalar, Level::Avx2, Level::Avx512] {
             assert_eq!(run(level, false), rows, "{level:?}");
             assert_eq!(run(level, true), t, "{level:?}");
+        }
+        // s8 output, one multiplier, no bias, a fused ReLU (lo = zp).
+        let post = Post::Requant {
+            bias: None,
+            mult: &mult[..1],
+            zp: -4,
+            lo: -4,
+            hi: 127,
+        };
+        let run = |level| {
+            let mut y = vec![0i8; plane * g.c];
+            depthwise(&x, 9, &packed, &g, &post, Out::I8(&mut y), false, level);
+            y
+        };
+        let want = run(Level::Scalar);
+        for level in [Level::Avx2, Level::Avx512] {
+            assert_eq!(run(level), want, "s8 {level:?}");
         }
     }
 
