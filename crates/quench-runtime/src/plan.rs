@@ -170,6 +170,12 @@ impl Plan {
         // QDQ groups become integer ops first; the fp32 fusions see the result.
         let lowered = crate::optimize::lower_qdq(g, opset, registry)
             .map(|nodes| Graph { nodes, ..g.clone() });
+        // Integer convolution chains keep their activations NHWC.
+        let nhwc = {
+            let g = lowered.as_ref().unwrap_or(g);
+            crate::optimize::int8_nhwc(g, &g.nodes).map(|nodes| Graph { nodes, ..g.clone() })
+        };
+        let lowered = nhwc.or(lowered);
         let g = lowered.as_ref().unwrap_or(g);
         let conv = registry
             .get(crate::optimize::DOMAIN, crate::optimize::FUSED_CONV)

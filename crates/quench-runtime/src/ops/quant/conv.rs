@@ -10,6 +10,11 @@ use quench_kernels::int8::Post;
 
 pub fn register(r: &mut Registry) {
     r.register("", "QLinearConv", build_qlinear);
+    r.register(
+        crate::optimize::DOMAIN,
+        crate::optimize::NHWC_QLINEAR_CONV,
+        build_nhwc_qlinear,
+    );
     r.register("", "ConvInteger", build_integer);
 }
 
@@ -293,16 +298,54 @@ fn bias_of(b: &Tensor) -> Result<&[i32], OpError> {
 struct QLinearConv {
     attrs: ConvAttrs,
     fast: Option<FastW>,
+    /// X and Y are `[N, H, W, C]` (the NHWC rewrite's `NhwcQLinearConv`).
+    nhwc: bool,
 }
 
 fn build_qlinear(ctx: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
     let attrs = ConvAttrs::read(ctx.node)?;
     let fast = fast_weights(ctx, &attrs, 3, 5);
-    Ok(Box::new(QLinearConv { attrs, fast }))
+    Ok(Box::new(QLinearConv {
+        attrs,
+        fast,
+        nhwc: false,
+    }))
+}
+
+fn build_nhwc_qlinear(ctx: &BuildCtx) -> Result<Box<dyn Op>, OpError> {
+    let attrs = ConvAttrs::read(ctx.node)?;
+    let fast = fast_weights(ctx, &attrs, 3, 5);
+    Ok(Box::new(QLinearConv {
+        attrs,
+        fast,
+        nhwc: true,
+    }))
 }
 
 impl Op for QLinearConv {
     fn run(&self, ctx: &RunCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        if let Some(y) = self.run_fast(ctx, inputs)? {
+            return Ok(vec![y]);
+        }
+        if !self.nhwc {
+            return Ok(vec![self.reference(inputs)?]);
+        }
+        // A case the packed kernels do not take: the reference on NCHW copies.
+        let x = super::nhwc::nhwc_to_nchw(required(inputs, 0)?, "input 0 (x)")?;
+        let mut nchw = inputs.to_vec();
+        nchw[0] = Some(&x);
+        let y = self.reference(&nchw)?;
+        Ok(vec![super::nhwc::nchw_to_nhwc(&y, "output 0 (y)")?])
+    }
+}
+
+impl QLinearConv {
+    /// The packed-weight kernels, when they take this case.
+    fn run_fast(
+        &self,
+        ctx: &RunCtx,
+        inputs: &[Option<&Tensor>],
+    ) -> Result<Option<Tensor>, OpError> {
         let x = required(inputs, 0)?;
         let w = required(inputs, 3)?;
         let x_scale = scalar_scale(required(inputs, 1)?, "input 1 (x_scale)")?;
@@ -340,12 +383,33 @@ impl Op for QLinearConv {
                 } else {
                     OutKind::I8
                 };
-                if let Some(y) = conv_fast::run(fw, &self.attrs, x, x_zp, &post, kind, ctx.threads)?
-                {
-                    return Ok(vec![y]);
-                }
+                return Ok(conv_fast::run(
+                    fw,
+                    &self.attrs,
+                    x,
+                    x_zp,
+                    &post,
+                    kind,
+                    ctx.threads,
+                    self.nhwc,
+                )?);
             }
         }
+        Ok(None)
+    }
+
+    /// The scalar reference on NCHW tensors (also what reports malformed inputs).
+    fn reference(&self, inputs: &[Option<&Tensor>]) -> Result<Tensor, OpError> {
+        let x = required(inputs, 0)?;
+        let w = required(inputs, 3)?;
+        let x_scale = scalar_scale(required(inputs, 1)?, "input 1 (x_scale)")?;
+        let x_zp = scalar_zero_point(optional(inputs, 2), "input 2 (x_zero_point)")?;
+        let w_scales = f32_values(required(inputs, 4)?, "input 4 (w_scale)")?;
+        let y_scale = scalar_scale(required(inputs, 6)?, "input 6 (y_scale)")?;
+        let y_zp_t = optional(inputs, 7);
+        let y_zp = scalar_zero_point(y_zp_t, "input 7 (y_zero_point)")?;
+        let q = QType::of(y_zp_t.unwrap_or(x).dtype(), "output type")?;
+        let m = w.shape().first().copied().unwrap_or(0);
         let xv = shift(int_values(x, "input 0 (x)")?, x_zp);
         let w_zp = match optional(inputs, 5) {
             Some(t) => int_values(t, "input 5 (w_zero_point)")?,
@@ -376,7 +440,7 @@ impl Op for QLinearConv {
                 q.saturate((a as f64 * mult[k]).round_ties_even() + y_zp as f64)
             })
             .collect();
-        Ok(vec![q.tensor(shape, y)?])
+        q.tensor(shape, y)
     }
 }
 
@@ -401,9 +465,16 @@ impl Op for ConvInteger {
             && optional(inputs, 2).is_none_or(|z| z.dtype() == x.dtype())
         {
             let post = Post::Raw { bias: None };
-            if let Some(y) =
-                conv_fast::run(fw, &self.attrs, x, x_zp, &post, OutKind::I32, ctx.threads)?
-            {
+            if let Some(y) = conv_fast::run(
+                fw,
+                &self.attrs,
+                x,
+                x_zp,
+                &post,
+                OutKind::I32,
+                ctx.threads,
+                false,
+            )? {
                 return Ok(vec![y]);
             }
         }

@@ -161,7 +161,9 @@ thread_local! {
 }
 
 /// Runs the convolution of `x` (zero point `x_zp`, one value) with the
-/// prepared weights, finished by `post`.
+/// prepared weights, finished by `post`. With `nhwc`, X is `[N, H, W, C]`
+/// and u8/s8 results are `[N, OH, OW, M]` (no transposes at all).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run(
     fw: &FastW,
     attrs: &ConvAttrs,
@@ -170,10 +172,16 @@ pub(crate) fn run(
     post: &Post,
     kind: OutKind,
     threads: usize,
+    nhwc: bool,
 ) -> Result<Option<Tensor>, quench_ir::IrError> {
-    let &[n, c, h, w] = x.shape() else {
-        return Ok(None);
+    let (n, c, h, w) = match *x.shape() {
+        [n, h, w, c] if nhwc => (n, c, h, w),
+        [n, c, h, w] if !nhwc => (n, c, h, w),
+        _ => return Ok(None),
     };
+    if nhwc && kind == OutKind::I32 {
+        return Ok(None);
+    }
     let (kh, kw) = fw.kernel();
     let (data, shift) = match x.data() {
         TensorData::U8(v) => (AData::U8(v), 0),
@@ -193,18 +201,24 @@ pub(crate) fn run(
         return Ok(None);
     }
     let (hw, plane) = (h * w, g.oh * g.ow);
-    let shape = vec![n, m, g.oh, g.ow];
+    let shape = if nhwc {
+        vec![n, g.oh, g.ow, m]
+    } else {
+        vec![n, m, g.oh, g.ow]
+    };
     let total = quench_ir::tensor::checked_numel(&shape)?;
     // Reused per thread: the kernels overwrite every byte they read back,
     // so fresh zero-filled buffers per call were pure memset time.
     let mut sc = SCRATCH.with(|s| s.take());
     let Scratch {
-        nhwc,
+        nhwc: nhwc_buf,
         cols,
         rows_u8,
         rows_i8,
     } = &mut sc;
-    nhwc.resize(hw * c, 0);
+    if !nhwc || matches!(data, AData::I8(_)) {
+        nhwc_buf.resize(hw * c, 0);
+    }
     let mut out_i32 = Vec::new();
     let mut out_u8 = Vec::new();
     let mut out_i8 = Vec::new();
@@ -216,33 +230,48 @@ pub(crate) fn run(
     // u8/s8 results are written NHWC (whole rows) and transposed once:
     // per-element transposed stores cost more than the product itself.
     match kind {
-        OutKind::U8 => rows_u8.resize(m * plane, 0),
-        OutKind::I8 => rows_i8.resize(m * plane, 0),
-        OutKind::I32 => {}
+        OutKind::U8 if !nhwc => rows_u8.resize(m * plane, 0),
+        OutKind::I8 if !nhwc => rows_i8.resize(m * plane, 0),
+        _ => {}
     }
     for img in 0..n {
         let src = match data {
             AData::U8(v) => AData::U8(&v[img * c * hw..(img + 1) * c * hw]),
             AData::I8(v) => AData::I8(&v[img * c * hw..(img + 1) * c * hw]),
         };
-        to_nhwc_u8(src, c, hw, nhwc);
+        // The kernels read u8 NHWC rows: NCHW input is transposed, NHWC s8 shifted.
+        let x_rows: &[u8] = match (nhwc, src) {
+            (true, AData::U8(v)) => v,
+            (true, AData::I8(v)) => {
+                for (d, &s) in nhwc_buf.iter_mut().zip(v) {
+                    *d = s as u8 ^ 0x80;
+                }
+                &nhwc_buf[..]
+            }
+            (false, _) => {
+                to_nhwc_u8(src, c, hw, nhwc_buf);
+                &nhwc_buf[..]
+            }
+        };
         let range = img * m * plane..(img + 1) * m * plane;
-        let (out, trans) = match kind {
-            OutKind::I32 => (Out::I32(&mut out_i32[range.clone()]), true),
-            OutKind::U8 => (Out::U8(&mut rows_u8[..m * plane]), false),
-            OutKind::I8 => (Out::I8(&mut rows_i8[..m * plane]), false),
+        let (out, trans) = match (kind, nhwc) {
+            (OutKind::I32, _) => (Out::I32(&mut out_i32[range.clone()]), true),
+            (OutKind::U8, true) => (Out::U8(&mut out_u8[range.clone()]), false),
+            (OutKind::I8, true) => (Out::I8(&mut out_i8[range.clone()]), false),
+            (OutKind::U8, false) => (Out::U8(&mut rows_u8[..m * plane]), false),
+            (OutKind::I8, false) => (Out::I8(&mut rows_i8[..m * plane]), false),
         };
         let ld = if trans { plane } else { m };
         match fw {
             FastW::Gemm { b, .. } => {
                 let k = b.k();
                 let a = if g.is_pointwise() {
-                    &nhwc[..hw * c]
+                    &x_rows[..hw * c]
                 } else {
                     // 4 spare bytes: the kernels read the last row in whole groups of 4.
                     cols.resize(plane * k + 4, 0);
                     cols[plane * k..].fill(0);
-                    im2col_nhwc(nhwc, &g, zx as u8, cols, k);
+                    im2col_nhwc(x_rows, &g, zx as u8, cols, k);
                     &cols[..]
                 };
                 let am = AMat {
@@ -255,7 +284,7 @@ pub(crate) fn run(
                 int8::gemm(&am, &b.packed, post, out, ld, trans, threads);
             }
             FastW::Depthwise { w, .. } => depthwise(
-                &nhwc[..hw * c],
+                &x_rows[..hw * c],
                 zx as u8,
                 w,
                 &g,
@@ -266,9 +295,13 @@ pub(crate) fn run(
             ),
         }
         match kind {
-            OutKind::U8 => transpose(&rows_u8[..m * plane], plane, m, &mut out_u8[range], false),
-            OutKind::I8 => transpose(&rows_i8[..m * plane], plane, m, &mut out_i8[range], false),
-            OutKind::I32 => {}
+            OutKind::U8 if !nhwc => {
+                transpose(&rows_u8[..m * plane], plane, m, &mut out_u8[range], false)
+            }
+            OutKind::I8 if !nhwc => {
+                transpose(&rows_i8[..m * plane], plane, m, &mut out_i8[range], false)
+            }
+            _ => {}
         }
     }
     SCRATCH.with(|s| s.set(sc));

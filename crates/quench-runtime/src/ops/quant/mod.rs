@@ -17,6 +17,7 @@ mod fast_tests;
 mod linear;
 mod matmul;
 mod matmul_fast;
+mod nhwc;
 mod pool;
 mod qgemm;
 
@@ -27,6 +28,7 @@ pub fn register(r: &mut Registry) {
     contrib::register(r);
     pool::register(r);
     qgemm::register(r);
+    nhwc::register(r);
 }
 
 /// An integer type a quantized tensor can hold.
