@@ -17,6 +17,19 @@ pub struct DwWeights {
     pairs: Vec<i16>,
     /// Σ over taps of each channel's weights.
     sum: Vec<i32>,
+    /// The same weights as s8 quads of taps for `vpdpbusd`, per 32-channel
+    /// block in the lane order [`quad_channel`] gives; None when a weight
+    /// is outside s8 (u8 weights minus a zero point) or c < 32.
+    quads: Option<Vec<i8>>,
+}
+
+/// Channel of element `k` (0..32) of a 32-channel block in the order the
+/// byte interleave of four tap rows leaves them: dword `e` of 128-bit lane
+/// `L` of accumulator `j` (`k = 8j + 4L + e`) is channel `16L + 4j + e`.
+#[inline(always)]
+fn quad_channel(k: usize) -> usize {
+    let (j, l, e) = (k / 8, (k % 8) / 4, k % 4);
+    16 * l + 4 * j + e
 }
 
 impl DwWeights {
@@ -36,11 +49,36 @@ impl DwWeights {
                 sum[ch] += v;
             }
         }
+        let quads = (c >= 32 && w.iter().all(|&v| (-128..=127).contains(&v))).then(|| {
+            let (groups, blocks) = (taps.div_ceil(4), c / 32);
+            let mut q = vec![0i8; groups * blocks * 128];
+            for g in 0..groups {
+                for b in 0..blocks {
+                    for j in 0..4 {
+                        for l in 0..2 {
+                            for e in 0..4 {
+                                for t in 0..4 {
+                                    let tap = 4 * g + t;
+                                    if tap < taps {
+                                        let ch = 32 * b + 16 * l + 4 * j + e;
+                                        let at =
+                                            ((g * blocks + b) * 4 + j) * 32 + l * 16 + e * 4 + t;
+                                        q[at] = w[tap * c + ch] as i8;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            q
+        });
         Some(DwWeights {
             c,
             taps,
             pairs,
             sum,
+            quads,
         })
     }
 
@@ -60,6 +98,8 @@ pub enum Level {
     Scalar,
     Avx2,
     Avx512,
+    /// AVX-512 with VNNI and VL: s8 weights go four taps per `vpdpbusd`.
+    Avx512Vnni,
 }
 
 impl Level {
@@ -67,6 +107,9 @@ impl Level {
         #[cfg(target_arch = "x86_64")]
         {
             if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
+                if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
+                    return Level::Avx512Vnni;
+                }
                 return Level::Avx512;
             }
             if is_x86_feature_detected!("avx2") {
@@ -79,6 +122,8 @@ impl Level {
     /// This level if the CPU has it, else the best it has below.
     fn available(self) -> Level {
         match (self, Level::detect()) {
+            (Level::Avx512Vnni, d) => d,
+            (Level::Avx512, Level::Avx512Vnni) => Level::Avx512,
             (Level::Avx512, d) => d,
             (Level::Avx2, Level::Scalar) => Level::Scalar,
             (Level::Avx2, _) => Level::Avx2,
@@ -112,6 +157,8 @@ pub fn depthwise(
     unsafe {
         match level {
             #[cfg(target_arch = "x86_64")]
+            Level::Avx512Vnni => body_avx512_vnni(x, zx, w, g, post, ptr, trans),
+            #[cfg(target_arch = "x86_64")]
             Level::Avx512 => body_avx512(x, zx, w, g, post, ptr, trans),
             #[cfg(target_arch = "x86_64")]
             Level::Avx2 => body_avx2(x, zx, w, g, post, ptr, trans),
@@ -136,6 +183,21 @@ unsafe fn body_avx512(
 }
 
 #[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vl")]
+unsafe fn body_avx512_vnni(
+    x: &[u8],
+    zx: u8,
+    w: &DwWeights,
+    g: &Conv2d,
+    post: &Post,
+    out: OutPtr,
+    trans: bool,
+) {
+    // Safety: the caller's contract.
+    unsafe { body::<3>(x, zx, w, g, post, out, trans) }
+}
+
+#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn body_avx2(
     x: &[u8],
@@ -150,7 +212,8 @@ unsafe fn body_avx2(
     unsafe { body::<1>(x, zx, w, g, post, out, trans) }
 }
 
-/// `L`: 0 scalar, 1 AVX2, 2 AVX-512 (inlined into the matching wrapper).
+/// `L`: 0 scalar, 1 AVX2, 2 AVX-512, 3 AVX-512 + VNNI (inlined into the
+/// matching wrapper).
 ///
 /// # Safety
 /// `out` covers `c * oh * ow` elements; the SIMD level `L` is supported.
@@ -181,7 +244,7 @@ unsafe fn body<const L: u8>(
     #[cfg(target_arch = "x86_64")]
     let fused = match (L, trans, post, out) {
         (
-            2,
+            2 | 3,
             false,
             &Post::Requant {
                 bias,
@@ -198,6 +261,7 @@ unsafe fn body<const L: u8>(
             zp,
             flo: (lo - zp) as f32,
             fhi: (hi - zp) as f32,
+            signed: matches!(out, OutPtr::I8(_)),
             out: match out {
                 OutPtr::U8(p) => p,
                 OutPtr::I8(p) => p.cast(),
@@ -206,8 +270,43 @@ unsafe fn body<const L: u8>(
         }),
         _ => None,
     };
+    // The VNNI path: 32-channel blocks, four taps per instruction, with the
+    // per-channel vectors in the blocks' lane order.
+    #[cfg(target_arch = "x86_64")]
+    let vnni = match (&fused, &w.quads) {
+        (Some(rq), Some(q)) if L == 3 => {
+            let blocks = c / 32;
+            let permute = |v: &[i32]| -> Vec<i32> {
+                (0..blocks * 32)
+                    .map(|k| v[k / 32 * 32 + quad_channel(k % 32)])
+                    .collect()
+            };
+            // Safety: bias/mult hold c values when present / per channel (epilogue::check).
+            let bias = rq
+                .bias
+                .map(|p| permute(unsafe { std::slice::from_raw_parts(p, c) }));
+            let mult = if rq.per_channel {
+                let m = unsafe { std::slice::from_raw_parts(rq.mult, c) };
+                (0..blocks * 32)
+                    .map(|k| m[k / 32 * 32 + quad_channel(k % 32)])
+                    .collect()
+            } else {
+                // Safety: one multiplier.
+                vec![unsafe { *rq.mult }; blocks * 32]
+            };
+            Some(x86::Quads {
+                w: q,
+                groups: w.taps.div_ceil(4),
+                blocks,
+                start: permute(&start),
+                bias,
+                mult,
+            })
+        }
+        _ => None,
+    };
     // Input row of each tap (the pad row outside the image or past an odd count).
-    let mut rows: Vec<&[u8]> = vec![&pad[..]; np * 2];
+    let mut rows: Vec<&[u8]> = vec![&pad[..]; w.taps.div_ceil(4) * 4];
     for oy in 0..g.oh {
         for ox in 0..g.ow {
             for ky in 0..g.kh {
@@ -228,13 +327,19 @@ unsafe fn body<const L: u8>(
                 // `row` of the [plane][c] byte store holds c bytes.
                 unsafe {
                     let o = rq.out.add((oy * g.ow + ox) * c);
+                    if let Some(qd) = &vnni {
+                        for b in 0..qd.blocks {
+                            x86::quads_requant_store(&rows, qd, b, rq, o);
+                        }
+                        c0 = qd.blocks * 32;
+                    }
                     while c0 + 64 <= c {
-                        let a = x86::sums512::<4>(&rows, &w.pairs, &start, c, c0);
+                        let a = x86::sums512::<4>(&rows[..np * 2], &w.pairs, &start, c, c0);
                         x86::requant_store512(&a, rq, c0, o);
                         c0 += 64;
                     }
                     while c0 < c {
-                        let a = x86::sums512::<1>(&rows, &w.pairs, &start, c, c0);
+                        let a = x86::sums512::<1>(&rows[..np * 2], &w.pairs, &start, c, c0);
                         x86::requant_store512(&a, rq, c0, o);
                         c0 += 16;
                     }
@@ -242,16 +347,16 @@ unsafe fn body<const L: u8>(
                 continue;
             }
             #[cfg(target_arch = "x86_64")]
-            if L == 2 {
+            if L >= 2 {
                 // Safety: AVX-512BW is enabled by the caller; every row and the
                 // packed weights hold c channels, and c0 + 16·B ≤ c.
                 unsafe {
                     while c0 + 64 <= c {
-                        x86::block512::<4>(&rows, &w.pairs, &start, &mut acc, c, c0);
+                        x86::block512::<4>(&rows[..np * 2], &w.pairs, &start, &mut acc, c, c0);
                         c0 += 64;
                     }
                     while c0 + 16 <= c {
-                        x86::block512::<1>(&rows, &w.pairs, &start, &mut acc, c, c0);
+                        x86::block512::<1>(&rows[..np * 2], &w.pairs, &start, &mut acc, c, c0);
                         c0 += 16;
                     }
                 }
@@ -259,11 +364,11 @@ unsafe fn body<const L: u8>(
                 // Safety: AVX2 is enabled by the caller; as above with 8·B.
                 unsafe {
                     while c0 + 32 <= c {
-                        x86::block256::<4>(&rows, &w.pairs, &start, &mut acc, c, c0);
+                        x86::block256::<4>(&rows[..np * 2], &w.pairs, &start, &mut acc, c, c0);
                         c0 += 32;
                     }
                     while c0 + 8 <= c {
-                        x86::block256::<1>(&rows, &w.pairs, &start, &mut acc, c, c0);
+                        x86::block256::<1>(&rows[..np * 2], &w.pairs, &start, &mut acc, c, c0);
                         c0 += 8;
                     }
                 }
@@ -297,7 +402,93 @@ mod x86 {
         pub zp: i32,
         pub flo: f32,
         pub fhi: f32,
+        pub signed: bool,
         pub out: *mut u8,
+    }
+
+    /// The VNNI path's weights and per-channel vectors, in block lane order.
+    pub(super) struct Quads<'a> {
+        pub w: &'a [i8],
+        pub groups: usize,
+        pub blocks: usize,
+        pub start: Vec<i32>,
+        pub bias: Option<Vec<i32>>,
+        pub mult: Vec<f32>,
+    }
+
+    /// 32 channels of block `b` of one pixel: the tap rows interleaved four
+    /// at a time into u8 quads (two unpack stages leave channel
+    /// `16L + 4j + e` at dword `e` of lane `L` of register `j`), one
+    /// `vpdpbusd` per register and tap group, then requantized and packed
+    /// back into channel order (the two saturating packs undo the
+    /// interleave), stored at `o + 32b`.
+    ///
+    /// # Safety
+    /// AVX-512F/BW/VNNI/VL available; `rows` holds `4·groups` rows of at
+    /// least `32·blocks` channels; `o` has room for them.
+    #[inline(always)]
+    pub(super) unsafe fn quads_requant_store(
+        rows: &[&[u8]],
+        q: &Quads,
+        b: usize,
+        rq: &Requant,
+        o: *mut u8,
+    ) {
+        // Safety: the caller's contract.
+        unsafe {
+            let c0 = 32 * b;
+            let mut acc = [_mm256_setzero_si256(); 4];
+            for (j, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_loadu_si256(q.start.as_ptr().add(c0 + 8 * j).cast());
+            }
+            for g in 0..q.groups {
+                let r = &rows[4 * g..4 * g + 4];
+                let t: [__m256i; 4] =
+                    std::array::from_fn(|i| _mm256_loadu_si256(r[i].as_ptr().add(c0).cast()));
+                let lo01 = _mm256_unpacklo_epi8(t[0], t[1]);
+                let hi01 = _mm256_unpackhi_epi8(t[0], t[1]);
+                let lo23 = _mm256_unpacklo_epi8(t[2], t[3]);
+                let hi23 = _mm256_unpackhi_epi8(t[2], t[3]);
+                let x = [
+                    _mm256_unpacklo_epi16(lo01, lo23),
+                    _mm256_unpackhi_epi16(lo01, lo23),
+                    _mm256_unpacklo_epi16(hi01, hi23),
+                    _mm256_unpackhi_epi16(hi01, hi23),
+                ];
+                let wp = q.w.as_ptr().add((g * q.blocks + b) * 128);
+                for j in 0..4 {
+                    let wv = _mm256_loadu_si256(wp.add(32 * j).cast());
+                    acc[j] = _mm256_dpbusd_epi32(acc[j], x[j], wv);
+                }
+            }
+            let (flo, fhi) = (_mm256_set1_ps(rq.flo), _mm256_set1_ps(rq.fhi));
+            let zp = _mm256_set1_epi32(rq.zp);
+            let mut y = [_mm256_setzero_si256(); 4];
+            for j in 0..4 {
+                let at = c0 + 8 * j;
+                let v = match &q.bias {
+                    Some(bv) => {
+                        _mm256_add_epi32(acc[j], _mm256_loadu_si256(bv.as_ptr().add(at).cast()))
+                    }
+                    None => acc[j],
+                };
+                let f = _mm256_mul_ps(
+                    _mm256_cvtepi32_ps(v),
+                    _mm256_loadu_ps(q.mult.as_ptr().add(at)),
+                );
+                let f = _mm256_min_ps(_mm256_max_ps(f, flo), fhi);
+                y[j] = _mm256_add_epi32(_mm256_cvtps_epi32(f), zp);
+            }
+            // In range already: the saturating packs are exact.
+            let p01 = _mm256_packs_epi32(y[0], y[1]);
+            let p23 = _mm256_packs_epi32(y[2], y[3]);
+            let bytes = if rq.signed {
+                _mm256_packs_epi16(p01, p23)
+            } else {
+                _mm256_packus_epi16(p01, p23)
+            };
+            _mm256_storeu_si256(o.add(c0).cast(), bytes);
+        }
     }
 
     /// Requantizes the sums of channels `c0..c0 + 16·B` into the bytes at
@@ -524,7 +715,7 @@ mod tests {
             let packed = DwWeights::new(&w, g.c, taps).unwrap();
             for zx in [0u8, 77, 255] {
                 let want = reference(&x, zx as i32, &w, g);
-                for level in [Level::Scalar, Level::Avx2, Level::Avx512] {
+                for level in [Level::Scalar, Level::Avx2, Level::Avx512, Level::Avx512Vnni] {
                     let mut y = vec![0i32; want.len()];
                     let post = Post::Raw { bias: None };
                     depthwise(&x, zx, &packed, g, &post, Out::I32(&mut y), false, level);
@@ -536,16 +727,29 @@ mod tests {
 
     #[test]
     fn requantized_levels_agree_and_transposed_store_matches_rows() {
-        // 37 channels: the per-row epilogue; 32 and 80: whole vectors, requantized in registers.
-        for c in [37, 32, 80] {
+        // 37 channels: the per-row epilogue; 32, 80 and 144: whole vectors, requantized in
+        // registers (VNNI: 32-channel blocks, then a 16-channel tail); 5x5 taps: 7 groups of 4.
+        for c in [37, 32, 80, 144] {
             requantized_levels_agree(geom(c, 9, 7, (3, 3), 2, 1, 1));
         }
+        requantized_levels_agree(geom(64, 8, 6, (5, 5), 1, 1, 2));
     }
 
     fn requantized_levels_agree(g: Conv2d) {
         let x = bytes(g.h * g.w * g.c, 7);
-        let w: Vec<i32> = bytes(9 * g.c, 3).iter().map(|&v| v as i8 as i32).collect();
-        let packed = DwWeights::new(&w, g.c, 9).unwrap();
+        let taps = g.kh * g.kw;
+        let mut w: Vec<i32> = bytes(taps * g.c, 3)
+            .iter()
+            .map(|&v| v as i8 as i32)
+            .collect();
+        w[0] = -128;
+        w[1] = 127;
+        let packed = DwWeights::new(&w, g.c, taps).unwrap();
+        assert_eq!(
+            packed.quads.is_some(),
+            g.c >= 32,
+            "s8 weights get the VNNI layout"
+        );
         let mult: Vec<f32> = (0..g.c).map(|i| 0.001 + i as f32 * 1e-4).collect();
         let bias: Vec<i32> = (0..g.c as i32).map(|i| i * 37 - 300).collect();
         let post = Post::Requant {
@@ -564,7 +768,7 @@ mod tests {
         let rows = run(Level::Scalar, false);
         let mut t = vec![0u8; plane * g.c];
         super::super::transpose(&rows, plane, g.c, &mut t, false);
-        for level in [Level::Scalar, Level::Avx2, Level::Avx512] {
+        for level in [Level::Scalar, Level::Avx2, Level::Avx512, Level::Avx512Vnni] {
             assert_eq!(run(level, false), rows, "{level:?}");
             assert_eq!(run(level, true), t, "{level:?}");
         }
@@ -582,7 +786,7 @@ mod tests {
             y
         };
         let want = run(Level::Scalar);
-        for level in [Level::Avx2, Level::Avx512] {
+        for level in [Level::Avx2, Level::Avx512, Level::Avx512Vnni] {
             assert_eq!(run(level), want, "s8 {level:?}");
         }
     }
