@@ -15,7 +15,7 @@ use super::epilogue::{Out, Post};
 pub fn depthwise_nhwc(x: &[u8], zx: i32, w: &[i32], g: &Conv2d, post: &Post, out: Out) {
     let zx = u8::try_from(zx).expect("input zero point must be in the u8 domain");
     let w = DwWeights::new(w, g.c, g.kh * g.kw).expect("depthwise weights outside ±255");
-    depthwise(x, zx, &w, g, post, out, true, Level::detect())
+    depthwise(x, zx, &w, g, post, out, true, Level::detect(), 1)
 }
 
 /// Resolved geometry of one 2-D convolution on one image.

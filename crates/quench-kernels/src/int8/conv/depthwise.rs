@@ -7,6 +7,7 @@
 
 use super::Conv2d;
 use crate::int8::epilogue::{self, Out, OutPtr, Post};
+use std::ops::Range;
 
 /// Depthwise weights `w[tap*c + ch]` (already minus their zero points)
 /// packed as `[pair][ch][2]` i16, the second tap of an odd count zero.
@@ -134,7 +135,8 @@ impl Level {
 
 /// Depthwise convolution of one NHWC image (u8 domain, zero point `zx`),
 /// finished by `post` into `out`: NCHW (`[c][oh*ow]`) when `trans`, else
-/// NHWC rows (`[oh*ow][c]`). `level` is capped at what the CPU supports.
+/// NHWC rows (`[oh*ow][c]`). `level` is capped at what the CPU supports;
+/// output rows are split over `threads`.
 #[allow(clippy::too_many_arguments)]
 pub fn depthwise(
     x: &[u8],
@@ -145,6 +147,7 @@ pub fn depthwise(
     mut out: Out,
     trans: bool,
     level: Level,
+    threads: usize,
 ) {
     let c = g.c;
     let plane = g.oh * g.ow;
@@ -153,18 +156,32 @@ pub fn depthwise(
     assert!(out.len() >= c * plane);
     let ptr = out.ptr();
     let level = level.available();
-    // Safety: the level is supported; shapes were checked above.
-    unsafe {
-        match level {
-            #[cfg(target_arch = "x86_64")]
-            Level::Avx512Vnni => body_avx512_vnni(x, zx, w, g, post, ptr, trans),
-            #[cfg(target_arch = "x86_64")]
-            Level::Avx512 => body_avx512(x, zx, w, g, post, ptr, trans),
-            #[cfg(target_arch = "x86_64")]
-            Level::Avx2 => body_avx2(x, zx, w, g, post, ptr, trans),
-            _ => body::<0>(x, zx, w, g, post, ptr, trans),
+    let run = |oys: Range<usize>| {
+        // Safety: the level is supported; shapes were checked above; row ranges
+        // of different jobs write disjoint output pixels.
+        unsafe {
+            match level {
+                #[cfg(target_arch = "x86_64")]
+                Level::Avx512Vnni => body_avx512_vnni(x, zx, w, g, post, ptr, trans, oys),
+                #[cfg(target_arch = "x86_64")]
+                Level::Avx512 => body_avx512(x, zx, w, g, post, ptr, trans, oys),
+                #[cfg(target_arch = "x86_64")]
+                Level::Avx2 => body_avx2(x, zx, w, g, post, ptr, trans, oys),
+                _ => body::<0>(x, zx, w, g, post, ptr, trans, oys),
+            }
         }
+    };
+    if threads <= 1 || plane * c * w.taps < 1 << 17 || g.oh < 2 {
+        run(0..g.oh);
+        return;
     }
+    // Output rows split over the threads (two jobs each); every pixel is
+    // computed the same way, so results do not depend on the split.
+    use rayon::prelude::*;
+    let per = g.oh.div_ceil((2 * threads).min(g.oh));
+    (0..g.oh.div_ceil(per))
+        .into_par_iter()
+        .for_each(|i| run(i * per..((i + 1) * per).min(g.oh)));
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -177,9 +194,10 @@ unsafe fn body_avx512(
     post: &Post,
     out: OutPtr,
     trans: bool,
+    oys: Range<usize>,
 ) {
     // Safety: the caller's contract.
-    unsafe { body::<2>(x, zx, w, g, post, out, trans) }
+    unsafe { body::<2>(x, zx, w, g, post, out, trans, oys) }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -192,9 +210,10 @@ unsafe fn body_avx512_vnni(
     post: &Post,
     out: OutPtr,
     trans: bool,
+    oys: Range<usize>,
 ) {
     // Safety: the caller's contract.
-    unsafe { body::<3>(x, zx, w, g, post, out, trans) }
+    unsafe { body::<3>(x, zx, w, g, post, out, trans, oys) }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -207,9 +226,10 @@ unsafe fn body_avx2(
     post: &Post,
     out: OutPtr,
     trans: bool,
+    oys: Range<usize>,
 ) {
     // Safety: the caller's contract.
-    unsafe { body::<1>(x, zx, w, g, post, out, trans) }
+    unsafe { body::<1>(x, zx, w, g, post, out, trans, oys) }
 }
 
 /// `L`: 0 scalar, 1 AVX2, 2 AVX-512, 3 AVX-512 + VNNI (inlined into the
@@ -226,6 +246,7 @@ unsafe fn body<const L: u8>(
     post: &Post,
     out: OutPtr,
     trans: bool,
+    oys: Range<usize>,
 ) {
     let c = g.c;
     let plane = g.oh * g.ow;
@@ -307,7 +328,7 @@ unsafe fn body<const L: u8>(
     };
     // Input row of each tap (the pad row outside the image or past an odd count).
     let mut rows: Vec<&[u8]> = vec![&pad[..]; w.taps.div_ceil(4) * 4];
-    for oy in 0..g.oh {
+    for oy in oys {
         for ox in 0..g.ow {
             for ky in 0..g.kh {
                 let iy = Conv2d::src(oy, g.sh, ky, g.dh, g.pt, g.h);
@@ -718,7 +739,7 @@ mod tests {
                 for level in [Level::Scalar, Level::Avx2, Level::Avx512, Level::Avx512Vnni] {
                     let mut y = vec![0i32; want.len()];
                     let post = Post::Raw { bias: None };
-                    depthwise(&x, zx, &packed, g, &post, Out::I32(&mut y), false, level);
+                    depthwise(&x, zx, &packed, g, &post, Out::I32(&mut y), false, level, 1);
                     assert_eq!(y, want, "case {i} zx {zx} {level:?}");
                 }
             }
@@ -733,6 +754,8 @@ mod tests {
             requantized_levels_agree(geom(c, 9, 7, (3, 3), 2, 1, 1));
         }
         requantized_levels_agree(geom(64, 8, 6, (5, 5), 1, 1, 2));
+        // Big enough to be split over threads.
+        requantized_levels_agree(geom(64, 40, 40, (3, 3), 1, 1, 1));
     }
 
     fn requantized_levels_agree(g: Conv2d) {
@@ -762,7 +785,17 @@ mod tests {
         let plane = g.oh * g.ow;
         let run = |level, trans| {
             let mut y = vec![0u8; plane * g.c];
-            depthwise(&x, 128, &packed, &g, &post, Out::U8(&mut y), trans, level);
+            depthwise(
+                &x,
+                128,
+                &packed,
+                &g,
+                &post,
+                Out::U8(&mut y),
+                trans,
+                level,
+                1,
+            );
             y
         };
         let rows = run(Level::Scalar, false);
@@ -782,12 +815,28 @@ mod tests {
         };
         let run = |level| {
             let mut y = vec![0i8; plane * g.c];
-            depthwise(&x, 9, &packed, &g, &post, Out::I8(&mut y), false, level);
+            depthwise(&x, 9, &packed, &g, &post, Out::I8(&mut y), false, level, 1);
             y
         };
         let want = run(Level::Scalar);
         for level in [Level::Avx2, Level::Avx512, Level::Avx512Vnni] {
             assert_eq!(run(level), want, "s8 {level:?}");
+        }
+        // Rows split over threads give the same bytes.
+        for threads in [2, 3] {
+            let mut y = vec![0i8; plane * g.c];
+            depthwise(
+                &x,
+                9,
+                &packed,
+                &g,
+                &post,
+                Out::I8(&mut y),
+                false,
+                Level::detect(),
+                threads,
+            );
+            assert_eq!(y, want, "{threads} threads");
         }
     }
 

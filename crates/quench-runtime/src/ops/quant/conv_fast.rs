@@ -292,6 +292,7 @@ pub(crate) fn run(
                 out,
                 trans,
                 Level::detect(),
+                threads,
             ),
         }
         match kind {
