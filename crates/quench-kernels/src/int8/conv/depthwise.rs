@@ -186,6 +186,7 @@ pub fn depthwise(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn body_avx512(
     x: &[u8],
     zx: u8,
@@ -202,6 +203,7 @@ unsafe fn body_avx512(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vl")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn body_avx512_vnni(
     x: &[u8],
     zx: u8,
@@ -218,6 +220,7 @@ unsafe fn body_avx512_vnni(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn body_avx2(
     x: &[u8],
     zx: u8,
@@ -238,6 +241,7 @@ unsafe fn body_avx2(
 /// # Safety
 /// `out` covers `c * oh * ow` elements; the SIMD level `L` is supported.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn body<const L: u8>(
     x: &[u8],
     zx: u8,
