@@ -298,32 +298,25 @@ unsafe fn body<const L: u8>(
     // The VNNI path: 32-channel blocks, four taps per instruction, with the
     // per-channel vectors in the blocks' lane order.
     #[cfg(target_arch = "x86_64")]
-    let vnni = match (&fused, &w.quads) {
-        (Some(rq), Some(q)) if L == 3 => {
+    let vnni = match (&fused, &w.quads, post) {
+        (Some(_), Some(q), &Post::Requant { bias, mult, .. }) if L == 3 => {
             let blocks = c / 32;
-            let permute = |v: &[i32]| -> Vec<i32> {
+            fn permute<T: Copy>(v: &[T], blocks: usize) -> Vec<T> {
                 (0..blocks * 32)
                     .map(|k| v[k / 32 * 32 + quad_channel(k % 32)])
                     .collect()
-            };
-            // Safety: bias/mult hold c values when present / per channel (epilogue::check).
-            let bias = rq
-                .bias
-                .map(|p| permute(unsafe { std::slice::from_raw_parts(p, c) }));
-            let mult = if rq.per_channel {
-                let m = unsafe { std::slice::from_raw_parts(rq.mult, c) };
-                (0..blocks * 32)
-                    .map(|k| m[k / 32 * 32 + quad_channel(k % 32)])
-                    .collect()
+            }
+            let bias = bias.map(|b| permute(b, blocks));
+            let mult = if mult.len() > 1 {
+                permute(mult, blocks)
             } else {
-                // Safety: one multiplier.
-                vec![unsafe { *rq.mult }; blocks * 32]
+                vec![mult[0]; blocks * 32]
             };
             Some(x86::Quads {
                 w: q,
                 groups: w.taps.div_ceil(4),
                 blocks,
-                start: permute(&start),
+                start: permute(&start, blocks),
                 bias,
                 mult,
             })
