@@ -109,6 +109,22 @@ pub(crate) fn check(post: &Post, out: &Out, m: usize, n: usize) {
     }
 }
 
+/// What the register epilogues (`epilogue_avx512`, `epilogue_avx2`) need
+/// besides the tile: per-column data of the panel (already offset to its
+/// first column) and per-row data of the tile (offset to its first row).
+pub(crate) struct TileCtx<'a> {
+    pub rows: usize,
+    pub width: usize,
+    /// i32 elements from one tile row to the next.
+    pub stride: usize,
+    pub za: &'a [i32],
+    /// Row sums of A (only with `zb`).
+    pub rowsum: &'a [i32],
+    /// `K·zb − Σb` per column (None: nothing to correct for A's zero point).
+    pub cz: Option<&'a [i32]>,
+    pub zb: Option<&'a [i32]>,
+}
+
 const ROUND: f32 = 12_582_912.0;
 
 #[inline(always)]

@@ -6,22 +6,8 @@
 //! (K = 16..96) that cost more than the products themselves. The
 //! arithmetic is the same IEEE sequence, so the bytes are identical.
 
+use super::epilogue::TileCtx;
 use std::arch::x86_64::*;
-
-/// Per-column data of the panel (already offset to its first column) and
-/// per-row data of the tile (already offset to its first row).
-pub(crate) struct TileCtx<'a> {
-    pub rows: usize,
-    pub width: usize,
-    /// i32 elements from one tile row to the next.
-    pub stride: usize,
-    pub za: &'a [i32],
-    /// Row sums of A (only with `zb`).
-    pub rowsum: &'a [i32],
-    /// `K·zb − Σb` per column (None: nothing to correct for A's zero point).
-    pub cz: Option<&'a [i32]>,
-    pub zb: Option<&'a [i32]>,
-}
 
 #[inline(always)]
 fn mask(width: usize, v: usize) -> __mmask16 {

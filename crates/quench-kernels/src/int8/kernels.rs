@@ -8,16 +8,45 @@ use super::{Isa, MR, PANEL};
 
 pub(crate) type Tile = [i32; MR * PANEL];
 
+/// The rows of A as a kernel reads them.
+#[derive(Clone, Copy)]
+pub(crate) enum ARows {
+    /// u8 bytes (the VNNI paths and the portable one).
+    U8(*const u8),
+    /// The same values zero-extended to i16: the AVX2 path multiplies with
+    /// `vpmaddwd`, whose i16 pairs cannot saturate, and broadcasting four
+    /// ready-made i16 from memory is one load where widening bytes in the
+    /// inner loop costs a shuffle per row and group.
+    Wide(*const i16),
+}
+
+impl ARows {
+    /// Element `i` as i32.
+    ///
+    /// # Safety
+    /// `i` must be readable.
+    #[inline(always)]
+    unsafe fn at(self, i: usize) -> i32 {
+        // Safety: the caller's.
+        unsafe {
+            match self {
+                ARows::U8(p) => *p.add(i) as i32,
+                ARows::Wide(p) => *p.add(i) as i32,
+            }
+        }
+    }
+}
+
 /// Computes one tile with the chosen instruction set.
 ///
 /// # Safety
-/// `a` must allow reading `rows` rows of `4 * groups` bytes at stride `lda`;
-/// `b` must point at `groups * width * 4` packed bytes; `isa` must be
-/// supported by this CPU.
+/// `a` must allow reading `rows` rows of `4 * groups` elements at stride
+/// `lda` (elements), wide exactly when `isa` is AVX2; `b` must point at
+/// `groups * width * 4` packed bytes; `isa` must be supported by this CPU.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn tile(
     isa: Isa,
-    a: *const u8,
+    a: ARows,
     lda: usize,
     rows: usize,
     b: *const i8,
@@ -28,13 +57,13 @@ pub(crate) unsafe fn tile(
     debug_assert!((1..=MR).contains(&rows) && width.is_multiple_of(16) && width <= PANEL);
     // Safety: forwarded from the caller.
     unsafe {
-        match isa {
+        match (isa, a) {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => x86::tile_avx512(a, lda, rows, b, groups, width, c),
+            (Isa::Avx512Vnni, ARows::U8(a)) => x86::tile_avx512(a, lda, rows, b, groups, width, c),
             #[cfg(target_arch = "x86_64")]
-            Isa::AvxVnni => x86::tile_avxvnni(a, lda, rows, b, groups, width, c),
+            (Isa::AvxVnni, ARows::U8(a)) => x86::tile_avxvnni(a, lda, rows, b, groups, width, c),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::tile_avx2(a, lda, rows, b, groups, width, c),
+            (Isa::Avx2, ARows::Wide(a)) => x86::tile_avx2(a, lda, rows, b, groups, width, c),
             _ => tile_scalar(a, lda, rows, b, groups, width, c),
         }
     }
@@ -45,7 +74,7 @@ pub(crate) unsafe fn tile(
 /// # Safety
 /// As [`tile`].
 pub(crate) unsafe fn tile_scalar(
-    a: *const u8,
+    a: ARows,
     lda: usize,
     rows: usize,
     b: *const i8,
@@ -60,7 +89,7 @@ pub(crate) unsafe fn tile_scalar(
             // Safety: bounds are the caller's contract.
             let (av, bg) = unsafe {
                 (
-                    std::slice::from_raw_parts(a.add(r * lda + 4 * g), 4),
+                    [0, 1, 2, 3].map(|t| a.at(r * lda + 4 * g + t)),
                     std::slice::from_raw_parts(b.add(g * width * 4), width * 4),
                 )
             };
@@ -68,7 +97,7 @@ pub(crate) unsafe fn tile_scalar(
                 let bj = &bg[4 * j..4 * j + 4];
                 let mut s = 0i32;
                 for t in 0..4 {
-                    s += av[t] as i32 * bj[t] as i32;
+                    s += av[t] * bj[t] as i32;
                 }
                 *cv = cv.wrapping_add(s);
             }
@@ -163,10 +192,9 @@ mod x86 {
         unsafe { dispatch_rv!(avx512_rv, rows, width / 16, a, lda, b, groups, c) }
     }
 
-    /// The 256-bit paths work on `R` rows × 16 columns at a time (two ymm);
-    /// `DOT` picks vpdpbusd (AVX-VNNI) or the exact AVX2 emulation.
+    /// AVX-VNNI: `R` rows × 16 columns at a time (two ymm of vpdpbusd).
     #[inline(always)]
-    unsafe fn ymm_r16<const R: usize, const VNNI: bool>(
+    unsafe fn vnni_r16<const R: usize>(
         a: *const u8,
         lda: usize,
         b: *const i8,
@@ -177,63 +205,69 @@ mod x86 {
     ) {
         // Safety: caller's bounds; the features are enabled by the caller.
         unsafe {
-            // VNNI: acc[r][h] holds 8 columns. AVX2: acc[r][2h] and acc[r][2h+1]
-            // hold pair sums of columns 8h..8h+3 and 8h+4..8h+7 (see below).
-            let mut acc = [[_mm256_setzero_si256(); 4]; R];
+            let mut acc = [[_mm256_setzero_si256(); 2]; R];
             let stride = width * 4;
             for g in 0..groups {
                 let bp = b.add(g * stride + col * 4);
                 let b0 = _mm256_loadu_si256(bp as *const _);
                 let b1 = _mm256_loadu_si256(bp.add(32) as *const _);
-                if VNNI {
-                    for (r, accr) in acc.iter_mut().enumerate() {
-                        let av = _mm256_set1_epi32(
-                            (a.add(r * lda + 4 * g) as *const i32).read_unaligned(),
-                        );
-                        accr[0] = _mm256_dpbusd_avx_epi32(accr[0], av, b0);
-                        accr[1] = _mm256_dpbusd_avx_epi32(accr[1], av, b1);
-                    }
-                } else {
-                    // vpmaddubsw would saturate u8·s8 pair sums in i16; widen both
-                    // sides to i16 and use vpmaddwd, whose i32 pair sums are exact.
-                    let w = [
-                        _mm256_cvtepi8_epi16(_mm256_castsi256_si128(b0)),
-                        _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(b0)),
-                        _mm256_cvtepi8_epi16(_mm256_castsi256_si128(b1)),
-                        _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(b1)),
-                    ];
-                    for (r, accr) in acc.iter_mut().enumerate() {
-                        let x = (a.add(r * lda + 4 * g) as *const u32).read_unaligned() as u64;
-                        let x16 = (x & 0xff)
-                            | ((x >> 8) & 0xff) << 16
-                            | ((x >> 16) & 0xff) << 32
-                            | (x >> 24) << 48;
-                        let av = _mm256_set1_epi64x(x16 as i64);
-                        for q in 0..4 {
-                            accr[q] = _mm256_add_epi32(accr[q], _mm256_madd_epi16(av, w[q]));
-                        }
-                    }
+                for (r, accr) in acc.iter_mut().enumerate() {
+                    let av =
+                        _mm256_set1_epi32((a.add(r * lda + 4 * g) as *const i32).read_unaligned());
+                    accr[0] = _mm256_dpbusd_avx_epi32(accr[0], av, b0);
+                    accr[1] = _mm256_dpbusd_avx_epi32(accr[1], av, b1);
                 }
             }
             for (r, accr) in acc.iter().enumerate() {
                 let out = c.add(r * PANEL + col);
-                if VNNI {
-                    _mm256_storeu_si256(out as *mut _, accr[0]);
-                    _mm256_storeu_si256(out.add(8) as *mut _, accr[1]);
-                } else {
-                    // hadd gives columns [0,1,4,5 | 2,3,6,7]; put them in order.
-                    let idx = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
-                    let lo = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(accr[0], accr[1]), idx);
-                    let hi = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(accr[2], accr[3]), idx);
-                    _mm256_storeu_si256(out as *mut _, lo);
-                    _mm256_storeu_si256(out.add(8) as *mut _, hi);
-                }
+                _mm256_storeu_si256(out as *mut _, accr[0]);
+                _mm256_storeu_si256(out.add(8) as *mut _, accr[1]);
             }
         }
     }
 
+    /// AVX2 without VNNI: `R` rows × 8 columns. `vpmaddubsw` would saturate
+    /// u8·s8 pair sums in i16, so both sides are i16 and `vpmaddwd` makes
+    /// exact i32 pair sums: A comes widened, four K values broadcast as one
+    /// 64-bit load; a 16-byte K-group of 4 columns sign-extends to one ymm.
+    /// `acc[r][h]` holds the (k0+k1, k2+k3) halves of columns 4h..4h+3,
+    /// added up once at the end. 2R + 2 + 1 + 1 registers: R = 6 fits all 16.
     #[inline(always)]
-    unsafe fn ymm_tile<const VNNI: bool>(
+    unsafe fn avx2_r8<const R: usize>(
+        a: *const i16,
+        lda: usize,
+        b: *const i8,
+        groups: usize,
+        width: usize,
+        col: usize,
+        c: *mut i32,
+    ) {
+        // Safety: caller's bounds; the features are enabled by the caller.
+        unsafe {
+            let mut acc = [[_mm256_setzero_si256(); 2]; R];
+            let stride = width * 4;
+            for g in 0..groups {
+                let bp = b.add(g * stride + col * 4);
+                let b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(bp as *const _));
+                let b1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(bp.add(16) as *const _));
+                for (r, accr) in acc.iter_mut().enumerate() {
+                    let av =
+                        _mm256_set1_epi64x((a.add(r * lda + 4 * g) as *const i64).read_unaligned());
+                    accr[0] = _mm256_add_epi32(accr[0], _mm256_madd_epi16(av, b0));
+                    accr[1] = _mm256_add_epi32(accr[1], _mm256_madd_epi16(av, b1));
+                }
+            }
+            // hadd gives columns [0,1,4,5 | 2,3,6,7]; put them in order.
+            let idx = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+            for (r, accr) in acc.iter().enumerate() {
+                let v = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(accr[0], accr[1]), idx);
+                _mm256_storeu_si256(c.add(r * PANEL + col) as *mut _, v);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,avxvnni")]
+    pub(super) unsafe fn tile_avxvnni(
         a: *const u8,
         lda: usize,
         rows: usize,
@@ -252,10 +286,10 @@ mod x86 {
                 // Safety: caller's contract; rows r0..r0+rr are inside the tile.
                 unsafe {
                     match rr {
-                        1 => ymm_r16::<1, VNNI>(ar, lda, b, groups, width, col, cr),
-                        2 => ymm_r16::<2, VNNI>(ar, lda, b, groups, width, col, cr),
-                        3 => ymm_r16::<3, VNNI>(ar, lda, b, groups, width, col, cr),
-                        _ => ymm_r16::<4, VNNI>(ar, lda, b, groups, width, col, cr),
+                        1 => vnni_r16::<1>(ar, lda, b, groups, width, col, cr),
+                        2 => vnni_r16::<2>(ar, lda, b, groups, width, col, cr),
+                        3 => vnni_r16::<3>(ar, lda, b, groups, width, col, cr),
+                        _ => vnni_r16::<4>(ar, lda, b, groups, width, col, cr),
                     }
                 }
             }
@@ -263,23 +297,9 @@ mod x86 {
         }
     }
 
-    #[target_feature(enable = "avx2,avxvnni")]
-    pub(super) unsafe fn tile_avxvnni(
-        a: *const u8,
-        lda: usize,
-        rows: usize,
-        b: *const i8,
-        groups: usize,
-        width: usize,
-        c: &mut Tile,
-    ) {
-        // Safety: caller's contract.
-        unsafe { ymm_tile::<true>(a, lda, rows, b, groups, width, c) }
-    }
-
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn tile_avx2(
-        a: *const u8,
+        a: *const i16,
         lda: usize,
         rows: usize,
         b: *const i8,
@@ -287,7 +307,20 @@ mod x86 {
         width: usize,
         c: &mut Tile,
     ) {
-        // Safety: caller's contract.
-        unsafe { ymm_tile::<false>(a, lda, rows, b, groups, width, c) }
+        const _: () = assert!(MR == 6);
+        let cp = c.as_mut_ptr();
+        for col in (0..width).step_by(8) {
+            // Safety: caller's contract; rows ≤ MR.
+            unsafe {
+                match rows {
+                    1 => avx2_r8::<1>(a, lda, b, groups, width, col, cp),
+                    2 => avx2_r8::<2>(a, lda, b, groups, width, col, cp),
+                    3 => avx2_r8::<3>(a, lda, b, groups, width, col, cp),
+                    4 => avx2_r8::<4>(a, lda, b, groups, width, col, cp),
+                    5 => avx2_r8::<5>(a, lda, b, groups, width, col, cp),
+                    _ => avx2_r8::<6>(a, lda, b, groups, width, col, cp),
+                }
+            }
+        }
     }
 }

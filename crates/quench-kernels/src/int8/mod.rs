@@ -13,6 +13,8 @@ pub mod add;
 pub mod conv;
 mod epilogue;
 #[cfg(target_arch = "x86_64")]
+mod epilogue_avx2;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod epilogue_avx512;
 mod kernels;
 mod pack;
@@ -100,9 +102,25 @@ struct PreparedA<'a> {
     za: Vec<i32>,
     /// Σ_k A[i][k] per row (only when B has zero points).
     rowsum: Vec<i32>,
+    /// `m` rows of `k4` i16 (zero-padded) for the AVX2 kernel, else empty.
+    wide: Vec<i16>,
 }
 
-fn prepare_a<'a>(a: &AMat<'a>, k4: usize, need_rowsum: bool) -> PreparedA<'a> {
+impl PreparedA<'_> {
+    /// Row `i` on, as the kernel of `isa` reads it, with its row stride.
+    fn rows(&self, isa: Isa, i: usize, k4: usize) -> (kernels::ARows, usize) {
+        if isa == Isa::Avx2 {
+            (kernels::ARows::Wide(self.wide[i * k4..].as_ptr()), k4)
+        } else {
+            (
+                kernels::ARows::U8(self.data[i * self.lda..].as_ptr()),
+                self.lda,
+            )
+        }
+    }
+}
+
+fn prepare_a<'a>(a: &AMat<'a>, k4: usize, need_rowsum: bool, wide: bool) -> PreparedA<'a> {
     let (m, k) = (a.m, a.k);
     assert!(a.zero_points.len() == 1 || a.zero_points.len() == m);
     assert!(a.lda >= k);
@@ -143,11 +161,23 @@ fn prepare_a<'a>(a: &AMat<'a>, k4: usize, need_rowsum: bool) -> PreparedA<'a> {
     } else {
         Vec::new()
     };
+    let wide = if wide {
+        let mut w = vec![0i16; m * k4];
+        for (i, row) in w.chunks_exact_mut(k4).enumerate() {
+            for (d, &s) in row.iter_mut().zip(&data[i * lda..i * lda + k]) {
+                *d = s as i16;
+            }
+        }
+        w
+    } else {
+        Vec::new()
+    };
     PreparedA {
         data,
         lda,
         za,
         rowsum,
+        wide,
     }
 }
 
@@ -187,7 +217,7 @@ pub fn gemm_with(
         out.len() >= need && ld >= if trans { m } else { n },
         "int8 gemm: output too small"
     );
-    let pa = prepare_a(a, b.k4, b.has_zp);
+    let pa = prepare_a(a, b.k4, b.has_zp, isa == Isa::Avx2);
     let ctx = Ctx {
         isa,
         a: &pa,
@@ -236,12 +266,20 @@ unsafe impl Sync for Ctx<'_> {}
 impl Ctx<'_> {
     /// Computes and finishes the tiles of row blocks `mb` × panels `pb`.
     fn run(&self, mb: Range<usize>, pb: Range<usize>) {
+        // Safety (both): the ISA was checked against this CPU in gemm_with.
         #[cfg(target_arch = "x86_64")]
-        if self.isa == Isa::Avx512Vnni {
-            // Safety: the ISA was checked against this CPU in gemm_with.
-            unsafe { self.run_avx512(mb, pb) };
-            return;
+        match self.isa {
+            Isa::Avx512Vnni => return unsafe { self.run_avx512(mb, pb) },
+            Isa::AvxVnni | Isa::Avx2 => return unsafe { self.run_avx2(mb, pb) },
+            Isa::Scalar => {}
         }
+        self.run_body(mb, pb)
+    }
+
+    /// The same loop compiled for AVX2, so the epilogue vectorizes with it.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn run_avx2(&self, mb: Range<usize>, pb: Range<usize>) {
         self.run_body(mb, pb)
     }
 
@@ -265,13 +303,14 @@ impl Ctx<'_> {
             for blk in mb.clone() {
                 let m0 = blk * MR;
                 let rows = (m - m0).min(MR);
-                // Safety: prepare_a guarantees `rows` rows of k4 bytes at stride lda
+                let (arows, lda) = self.a.rows(self.isa, m0, b.k4);
+                // Safety: prepare_a guarantees `rows` rows of k4 elements at stride lda
                 // from row m0; the panel holds groups*width*4 bytes from `off`.
                 unsafe {
                     kernels::tile(
                         self.isa,
-                        self.a.data.as_ptr().add(m0 * self.a.lda),
-                        self.a.lda,
+                        arows,
+                        lda,
                         rows,
                         b.data.as_ptr().add(off),
                         groups,
@@ -280,10 +319,19 @@ impl Ctx<'_> {
                     );
                 }
                 #[cfg(target_arch = "x86_64")]
-                if self.isa == Isa::Avx512Vnni && !self.trans {
-                    // Safety: AVX-512 is this ISA's; the tile, panel and output bounds are
-                    // those of the portable path below.
-                    if unsafe { self.finish_avx512(&tile, m0, rows, n0, real) } {
+                if !self.trans {
+                    // Safety: each epilogue's features are this ISA's; the tile, panel and
+                    // output bounds are those of the portable path below.
+                    let done = unsafe {
+                        match self.isa {
+                            Isa::Avx512Vnni => self.finish_vec::<Zmm>(&tile, m0, rows, n0, real),
+                            Isa::AvxVnni | Isa::Avx2 => {
+                                self.finish_vec::<Ymm>(&tile, m0, rows, n0, real)
+                            }
+                            Isa::Scalar => false,
+                        }
+                    };
+                    if done {
                         continue;
                     }
                 }
@@ -315,16 +363,91 @@ impl Ctx<'_> {
     }
 }
 
+/// A register epilogue: one module of requant/dequant tile functions.
+#[cfg(target_arch = "x86_64")]
+trait VecEpilogue {
+    /// # Safety
+    /// As `epilogue_avx512::requant`, with this epilogue's features.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn requant(
+        t: &epilogue::TileCtx,
+        tile: *const i32,
+        bias: Option<&[i32]>,
+        mult: &[f32],
+        zp: i32,
+        lo: i32,
+        hi: i32,
+        out: *mut u8,
+        ld: usize,
+    );
+    /// # Safety
+    /// As `epilogue_avx512::dequant`, with this epilogue's features.
+    unsafe fn dequant(
+        t: &epilogue::TileCtx,
+        tile: *const i32,
+        a_scale: &[f32],
+        b_scale: &[f32],
+        bias: Option<&[f32]>,
+        out: *mut f32,
+        ld: usize,
+    );
+}
+
+/// [`epilogue_avx512`]: AVX-512F/BW.
+#[cfg(target_arch = "x86_64")]
+struct Zmm;
+/// [`epilogue_avx2`]: AVX2.
+#[cfg(target_arch = "x86_64")]
+struct Ymm;
+
+macro_rules! vec_epilogue {
+    ($t:ty, $m:ident) => {
+        #[cfg(target_arch = "x86_64")]
+        impl VecEpilogue for $t {
+            #[inline(always)]
+            unsafe fn requant(
+                t: &epilogue::TileCtx,
+                tile: *const i32,
+                bias: Option<&[i32]>,
+                mult: &[f32],
+                zp: i32,
+                lo: i32,
+                hi: i32,
+                out: *mut u8,
+                ld: usize,
+            ) {
+                // Safety: forwarded.
+                unsafe { $m::requant(t, tile, bias, mult, zp, lo, hi, out, ld) }
+            }
+            #[inline(always)]
+            unsafe fn dequant(
+                t: &epilogue::TileCtx,
+                tile: *const i32,
+                a_scale: &[f32],
+                b_scale: &[f32],
+                bias: Option<&[f32]>,
+                out: *mut f32,
+                ld: usize,
+            ) {
+                // Safety: forwarded.
+                unsafe { $m::dequant(t, tile, a_scale, b_scale, bias, out, ld) }
+            }
+        }
+    };
+}
+vec_epilogue!(Zmm, epilogue_avx512);
+vec_epilogue!(Ymm, epilogue_avx2);
+
 impl Ctx<'_> {
-    /// The register epilogue of [`epilogue_avx512`] for row-major u8/s8
-    /// requantized or f32 dequantized output; false for the other cases.
+    /// The register epilogue `E` for row-major u8/s8 requantized or f32
+    /// dequantized output; false for the other cases.
     ///
     /// # Safety
-    /// AVX-512F/BW available; `tile` holds rows `m0..m0+rows` × columns
+    /// `E`'s features available; `tile` holds rows `m0..m0+rows` × columns
     /// `n0..n0+real` and the output covers them (checked in `gemm_with`).
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn finish_avx512(
+    unsafe fn finish_vec<E: VecEpilogue>(
         &self,
         tile: &kernels::Tile,
         m0: usize,
@@ -334,7 +457,7 @@ impl Ctx<'_> {
     ) -> bool {
         let b = self.b;
         let cols = n0..n0 + real;
-        let t = epilogue_avx512::TileCtx {
+        let t = epilogue::TileCtx {
             rows,
             width: real,
             stride: PANEL,
@@ -372,7 +495,7 @@ impl Ctx<'_> {
                         &mult[cols.clone()]
                     };
                     let bias = bias.map(|v| &v[cols.clone()]);
-                    epilogue_avx512::requant(&t, tile.as_ptr(), bias, mult, zp, lo, hi, p, self.ld);
+                    E::requant(&t, tile.as_ptr(), bias, mult, zp, lo, hi, p, self.ld);
                     true
                 }
                 (
@@ -394,7 +517,7 @@ impl Ctx<'_> {
                         &b_scale[cols.clone()]
                     };
                     let bias = bias.map(|v| &v[cols.clone()]);
-                    epilogue_avx512::dequant(
+                    E::dequant(
                         &t,
                         tile.as_ptr(),
                         a_scale,
@@ -422,15 +545,24 @@ pub fn microkernel_reps(isa: Isa, a: &[u8], b: &PackedB, reps: usize) -> i64 {
             && a.len() >= MR * b.k
             && b.panels.first().is_some_and(|p| p.1 == PANEL)
     );
+    let am = AMat {
+        data: AData::U8(&a[..MR * b.k]),
+        m: MR,
+        k: b.k,
+        lda: b.k,
+        zero_points: &[0],
+    };
+    let pa = prepare_a(&am, b.k4, false, isa == Isa::Avx2);
+    let (arows, lda) = pa.rows(isa, 0, b.k4);
     let mut tile: kernels::Tile = [0; MR * PANEL];
     let mut sum = 0i64;
     for _ in 0..reps {
-        // Safety: A holds MR rows of k bytes; panel 0 is PANEL wide and k4 deep.
+        // Safety: A holds MR rows of k elements; panel 0 is PANEL wide and k4 deep.
         unsafe {
             kernels::tile(
                 isa,
-                a.as_ptr(),
-                b.k,
+                arows,
+                lda,
                 MR,
                 b.data.as_ptr(),
                 b.k / 4,
