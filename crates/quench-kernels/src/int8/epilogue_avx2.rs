@@ -37,7 +37,32 @@ unsafe fn load_i32(p: Option<&[i32]>, v: usize, m: __m256i) -> __m256i {
     }
 }
 
-/// The corrected accumulator `acc + za·cz − rowsum·zb + bias` of row `r`, columns `8v..`.
+/// Every row of the tile has the same A zero point (per-tensor activations):
+/// `za·cz` is then one per-column constant, folded in once per column vector.
+#[inline(always)]
+fn uniform_za(t: &TileCtx) -> bool {
+    t.za.iter().all(|&z| z == t.za[0])
+}
+
+/// The per-column constant of [`corrected`]: `bias + za·cz` when the rows
+/// share `za` (`uniform`, from [`uniform_za`]), else `bias`.
+///
+/// # Safety
+/// The vector features of this module.
+#[inline(always)]
+unsafe fn column_constant(t: &TileCtx, uniform: bool, cz: __m256i, bias: __m256i) -> __m256i {
+    // Safety: the caller's features.
+    unsafe {
+        if t.cz.is_some() && uniform {
+            _mm256_add_epi32(bias, _mm256_mullo_epi32(_mm256_set1_epi32(t.za[0]), cz))
+        } else {
+            bias
+        }
+    }
+}
+
+/// The corrected accumulator `acc + za·cz − rowsum·zb + bias` of row `r`
+/// (`colc` holds `bias`, plus `za·cz` when every row has the same `za`), columns `8v..`.
 ///
 /// # Safety
 /// AVX2; the tile row holds 8 readable lanes from `8v` (it is `stride` ≥
@@ -50,18 +75,19 @@ unsafe fn corrected(
     v: usize,
     cz: __m256i,
     zb: __m256i,
-    bias: __m256i,
+    colc: __m256i,
+    uniform: bool,
 ) -> __m256i {
     // Safety: forwarded.
     unsafe {
         let mut acc = _mm256_loadu_si256(tile.add(r * t.stride + 8 * v).cast());
-        if t.cz.is_some() {
+        if t.cz.is_some() && !uniform {
             acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(_mm256_set1_epi32(t.za[r]), cz));
         }
         if t.zb.is_some() {
             acc = _mm256_sub_epi32(acc, _mm256_mullo_epi32(_mm256_set1_epi32(t.rowsum[r]), zb));
         }
-        _mm256_add_epi32(acc, bias)
+        _mm256_add_epi32(acc, colc)
     }
 }
 
@@ -100,6 +126,7 @@ pub(crate) unsafe fn requant(
             -1, -1, -1, -1, -1, -1, -1, -1, -1,
         );
         let join = _mm256_setr_epi32(0, 4, 1, 1, 1, 1, 1, 1);
+        let uniform = uniform_za(t);
         for v in 0..t.width.div_ceil(8) {
             let m = mask(t.width, v);
             let left = (t.width - 8 * v).min(8);
@@ -111,8 +138,9 @@ pub(crate) unsafe fn requant(
             } else {
                 _mm256_maskload_ps(mult.as_ptr().add(8 * v), m)
             };
+            let colc = column_constant(t, uniform, cz, b);
             for r in 0..t.rows {
-                let acc = corrected(t, tile, r, v, cz, zb, b);
+                let acc = corrected(t, tile, r, v, cz, zb, colc, uniform);
                 let f = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), s);
                 let f = _mm256_min_ps(_mm256_max_ps(f, flo), fhi);
                 let q = _mm256_add_epi32(_mm256_cvtps_epi32(f), vzp);
@@ -149,6 +177,7 @@ pub(crate) unsafe fn dequant(
     // Safety: the caller's contract covers every masked access.
     unsafe {
         let zero = _mm256_setzero_si256();
+        let uniform = uniform_za(t);
         for v in 0..t.width.div_ceil(8) {
             let m = mask(t.width, v);
             let cz = load_i32(t.cz, v, m);
@@ -162,8 +191,9 @@ pub(crate) unsafe fn dequant(
                 Some(b) => _mm256_maskload_ps(b.as_ptr().add(8 * v), m),
                 None => _mm256_setzero_ps(),
             };
+            let colc = column_constant(t, uniform, cz, zero);
             for r in 0..t.rows {
-                let acc = corrected(t, tile, r, v, cz, zb, zero);
+                let acc = corrected(t, tile, r, v, cz, zb, colc, uniform);
                 let sa = a_scale[if a_scale.len() == 1 { 0 } else { r }];
                 // (sa·sb) first, then the product: the portable path's order.
                 let s = _mm256_mul_ps(_mm256_set1_ps(sa), sb);

@@ -19,7 +19,32 @@ fn mask(width: usize, v: usize) -> __mmask16 {
     }
 }
 
-/// The corrected accumulator `acc + za·cz − rowsum·zb + bias` of row `r`, columns `16v..`.
+/// Every row of the tile has the same A zero point (per-tensor activations):
+/// `za·cz` is then one per-column constant, folded in once per column vector.
+#[inline(always)]
+fn uniform_za(t: &TileCtx) -> bool {
+    t.za.iter().all(|&z| z == t.za[0])
+}
+
+/// The per-column constant of [`corrected`]: `bias + za·cz` when the rows
+/// share `za` (`uniform`, from [`uniform_za`]), else `bias`.
+///
+/// # Safety
+/// The vector features of this module.
+#[inline(always)]
+unsafe fn column_constant(t: &TileCtx, uniform: bool, cz: __m512i, bias: __m512i) -> __m512i {
+    // Safety: the caller's features.
+    unsafe {
+        if t.cz.is_some() && uniform {
+            _mm512_add_epi32(bias, _mm512_mullo_epi32(_mm512_set1_epi32(t.za[0]), cz))
+        } else {
+            bias
+        }
+    }
+}
+
+/// The corrected accumulator `acc + za·cz − rowsum·zb + bias` of row `r`
+/// (`colc` holds `bias`, plus `za·cz` when every row has the same `za`), columns `16v..`.
 ///
 /// # Safety
 /// AVX-512F; the slices hold the columns the mask covers.
@@ -31,18 +56,19 @@ unsafe fn corrected(
     v: usize,
     cz: __m512i,
     zb: __m512i,
-    bias: __m512i,
+    colc: __m512i,
+    uniform: bool,
 ) -> __m512i {
     // Safety: forwarded.
     unsafe {
         let mut acc = _mm512_loadu_si512(tile.add(r * t.stride + 16 * v).cast());
-        if t.cz.is_some() {
+        if t.cz.is_some() && !uniform {
             acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(_mm512_set1_epi32(t.za[r]), cz));
         }
         if t.zb.is_some() {
             acc = _mm512_sub_epi32(acc, _mm512_mullo_epi32(_mm512_set1_epi32(t.rowsum[r]), zb));
         }
-        _mm512_add_epi32(acc, bias)
+        _mm512_add_epi32(acc, colc)
     }
 }
 
@@ -85,6 +111,7 @@ pub(crate) unsafe fn requant(
             _mm512_set1_ps((hi - zp) as f32),
         );
         let vzp = _mm512_set1_epi32(zp);
+        let uniform = uniform_za(t);
         for v in 0..t.width.div_ceil(16) {
             let m = mask(t.width, v);
             let cz = load_i32(t.cz, v, m);
@@ -95,8 +122,9 @@ pub(crate) unsafe fn requant(
             } else {
                 _mm512_maskz_loadu_ps(m, mult.as_ptr().add(16 * v))
             };
+            let colc = column_constant(t, uniform, cz, b);
             for r in 0..t.rows {
-                let acc = corrected(t, tile, r, v, cz, zb, b);
+                let acc = corrected(t, tile, r, v, cz, zb, colc, uniform);
                 let f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), s);
                 let f = _mm512_min_ps(_mm512_max_ps(f, flo), fhi);
                 let q = _mm512_add_epi32(_mm512_cvtps_epi32(f), vzp);
@@ -126,6 +154,7 @@ pub(crate) unsafe fn dequant(
     // Safety: the caller's contract covers every masked access.
     unsafe {
         let zero = _mm512_setzero_si512();
+        let uniform = uniform_za(t);
         for v in 0..t.width.div_ceil(16) {
             let m = mask(t.width, v);
             let cz = load_i32(t.cz, v, m);
@@ -139,8 +168,9 @@ pub(crate) unsafe fn dequant(
                 Some(b) => _mm512_maskz_loadu_ps(m, b.as_ptr().add(16 * v)),
                 None => _mm512_setzero_ps(),
             };
+            let colc = column_constant(t, uniform, cz, zero);
             for r in 0..t.rows {
-                let acc = corrected(t, tile, r, v, cz, zb, zero);
+                let acc = corrected(t, tile, r, v, cz, zb, colc, uniform);
                 let sa = a_scale[if a_scale.len() == 1 { 0 } else { r }];
                 // (sa·sb) first, then the product: the portable path's order.
                 let s = _mm512_mul_ps(_mm512_set1_ps(sa), sb);
