@@ -264,12 +264,14 @@ unsafe fn body<const L: u8>(
         .map(|&s| s.wrapping_mul(-(zx as i32)))
         .collect();
     let mut acc = vec![0i32; c];
-    // AVX-512, row-major u8/s8 output, whole vectors of channels: requantized
+    // SIMD, row-major u8/s8 output, whole vectors of channels: requantized
     // in registers straight from the sums (no i32 row through memory).
+    #[cfg(target_arch = "x86_64")]
+    let lanes = if L == 1 { 8 } else { 16 };
     #[cfg(target_arch = "x86_64")]
     let fused = match (L, trans, post, out) {
         (
-            2 | 3,
+            1..=3,
             false,
             &Post::Requant {
                 bias,
@@ -279,7 +281,7 @@ unsafe fn body<const L: u8>(
                 hi,
             },
             OutPtr::U8(_) | OutPtr::I8(_),
-        ) if c.is_multiple_of(16) => Some(x86::Requant {
+        ) if c.is_multiple_of(lanes) => Some(x86::Requant {
             bias: bias.map(|b| b.as_ptr()),
             mult: mult.as_ptr(),
             per_channel: mult.len() > 1,
@@ -339,9 +341,28 @@ unsafe fn body<const L: u8>(
             }
             let mut c0 = 0;
             #[cfg(target_arch = "x86_64")]
+            if let (Some(rq), 1) = (&fused, L) {
+                // Safety: AVX2 is enabled by the caller; c is a multiple of 8, every row
+                // holds c channels and the output row of the [plane][c] byte store c bytes.
+                unsafe {
+                    let o = rq.out.add((oy * g.ow + ox) * c);
+                    while c0 + 32 <= c {
+                        let a = x86::sums256::<4>(&rows[..np * 2], &w.pairs, &start, c, c0);
+                        x86::requant_store256(&a, rq, c0, o);
+                        c0 += 32;
+                    }
+                    while c0 < c {
+                        let a = x86::sums256::<1>(&rows[..np * 2], &w.pairs, &start, c, c0);
+                        x86::requant_store256(&a, rq, c0, o);
+                        c0 += 8;
+                    }
+                }
+                continue;
+            }
+            #[cfg(target_arch = "x86_64")]
             if let Some(rq) = &fused {
-                // Safety: AVX-512BW is enabled by the caller (fused is only Some for L = 2);
-                // c is a multiple of 16, every row holds c channels and the output row
+                // Safety: AVX-512BW is enabled by the caller (L is 2 or 3 here); c is a
+                // multiple of 16, every row holds c channels and the output row
                 // `row` of the [plane][c] byte store holds c bytes.
                 unsafe {
                     let o = rq.out.add((oy * g.ow + ox) * c);
@@ -615,6 +636,29 @@ mod x86 {
     ) {
         // Safety: the caller's contract.
         unsafe {
+            let a = sums256::<B>(rows, pairs, start, c, c0);
+            for (b, v) in a.iter().enumerate() {
+                _mm256_storeu_si256(acc.as_mut_ptr().add(c0 + 8 * b) as *mut _, *v);
+            }
+        }
+    }
+
+    /// The sums of [`block256`] in registers. The bytes of the two taps of a
+    /// pair interleave (`vpunpck[lh]bw`) into (x0, x1) pairs before widening,
+    /// one shuffle per 8 channels and tap fewer than widening each to i32.
+    ///
+    /// # Safety
+    /// As [`block256`].
+    #[inline(always)]
+    pub(super) unsafe fn sums256<const B: usize>(
+        rows: &[&[u8]],
+        pairs: &[i16],
+        start: &[i32],
+        c: usize,
+        c0: usize,
+    ) -> [__m256i; B] {
+        // Safety: the caller's contract; 16-byte loads only for two whole vectors.
+        unsafe {
             let mut a = [_mm256_setzero_si256(); B];
             for (b, v) in a.iter_mut().enumerate() {
                 *v = _mm256_loadu_si256(start.as_ptr().add(c0 + 8 * b) as *const _);
@@ -622,16 +666,75 @@ mod x86 {
             for (p, r) in rows.chunks_exact(2).enumerate() {
                 let (r0, r1) = (r[0].as_ptr().add(c0), r[1].as_ptr().add(c0));
                 let wp = pairs.as_ptr().add((p * c + c0) * 2);
-                for (b, v) in a.iter_mut().enumerate() {
-                    let x0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(r0.add(8 * b) as *const _));
-                    let x1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(r1.add(8 * b) as *const _));
-                    let xy = _mm256_or_si256(x0, _mm256_slli_epi32::<16>(x1));
-                    let wv = _mm256_loadu_si256(wp.add(16 * b) as *const _);
-                    *v = _mm256_add_epi32(*v, _mm256_madd_epi16(xy, wv));
+                let w = |b: usize| _mm256_loadu_si256(wp.add(16 * b) as *const _);
+                let mut b = 0;
+                while b + 2 <= B {
+                    let x0 = _mm_loadu_si128(r0.add(8 * b) as *const _);
+                    let x1 = _mm_loadu_si128(r1.add(8 * b) as *const _);
+                    let lo = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(x0, x1));
+                    let hi = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(x0, x1));
+                    a[b] = _mm256_add_epi32(a[b], _mm256_madd_epi16(lo, w(b)));
+                    a[b + 1] = _mm256_add_epi32(a[b + 1], _mm256_madd_epi16(hi, w(b + 1)));
+                    b += 2;
+                }
+                if b < B {
+                    let x0 = _mm_loadl_epi64(r0.add(8 * b) as *const _);
+                    let x1 = _mm_loadl_epi64(r1.add(8 * b) as *const _);
+                    let xy = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(x0, x1));
+                    a[b] = _mm256_add_epi32(a[b], _mm256_madd_epi16(xy, w(b)));
                 }
             }
-            for (b, v) in a.iter().enumerate() {
-                _mm256_storeu_si256(acc.as_mut_ptr().add(c0 + 8 * b) as *mut _, *v);
+            a
+        }
+    }
+
+    /// [`requant_store512`] for 8-channel vectors: the same IEEE sequence,
+    /// then saturating packs (exact: the values are in range) and one dword
+    /// permute back into channel order, stored at `o + c0`.
+    ///
+    /// # Safety
+    /// AVX2 available; bias/mult (when per channel) and `o` hold the channels; B is 1 or 4.
+    #[inline(always)]
+    pub(super) unsafe fn requant_store256<const B: usize>(
+        a: &[__m256i; B],
+        rq: &Requant,
+        c0: usize,
+        o: *mut u8,
+    ) {
+        const { assert!(B == 1 || B == 4) };
+        // Safety: the caller's contract.
+        unsafe {
+            let (flo, fhi) = (_mm256_set1_ps(rq.flo), _mm256_set1_ps(rq.fhi));
+            let zp = _mm256_set1_epi32(rq.zp);
+            let mut q = [_mm256_setzero_si256(); 4];
+            for (b, &v) in a.iter().enumerate() {
+                let ch = c0 + 8 * b;
+                let v = match rq.bias {
+                    Some(p) => _mm256_add_epi32(v, _mm256_loadu_si256(p.add(ch).cast())),
+                    None => v,
+                };
+                let s = if rq.per_channel {
+                    _mm256_loadu_ps(rq.mult.add(ch))
+                } else {
+                    _mm256_set1_ps(*rq.mult)
+                };
+                let f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), s);
+                let f = _mm256_min_ps(_mm256_max_ps(f, flo), fhi);
+                q[b] = _mm256_add_epi32(_mm256_cvtps_epi32(f), zp);
+            }
+            // Lane l of the packs holds dwords [q0 l, q1 l, q2 l, q3 l] (4 bytes each).
+            let p01 = _mm256_packs_epi32(q[0], q[1]);
+            let p23 = _mm256_packs_epi32(q[2], q[3]);
+            let bytes = if rq.signed {
+                _mm256_packs_epi16(p01, p23)
+            } else {
+                _mm256_packus_epi16(p01, p23)
+            };
+            let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            if B == 4 {
+                _mm256_storeu_si256(o.add(c0).cast(), bytes);
+            } else {
+                _mm_storel_epi64(o.add(c0).cast(), _mm256_castsi256_si128(bytes));
             }
         }
     }
@@ -746,8 +849,9 @@ mod tests {
     #[test]
     fn requantized_levels_agree_and_transposed_store_matches_rows() {
         // 37 channels: the per-row epilogue; 32, 80 and 144: whole vectors, requantized in
-        // registers (VNNI: 32-channel blocks, then a 16-channel tail); 5x5 taps: 7 groups of 4.
-        for c in [37, 32, 80, 144] {
+        // registers (VNNI: 32-channel blocks, then a 16-channel tail); 24 and 40: AVX2's
+        // 8-channel vectors, alone and after a 32-channel block; 5x5 taps: 7 groups of 4.
+        for c in [37, 32, 80, 144, 24, 40] {
             requantized_levels_agree(geom(c, 9, 7, (3, 3), 2, 1, 1));
         }
         requantized_levels_agree(geom(64, 8, 6, (5, 5), 1, 1, 2));
