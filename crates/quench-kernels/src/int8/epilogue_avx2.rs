@@ -111,48 +111,105 @@ pub(crate) unsafe fn requant(
     out: *mut u8,
     ld: usize,
 ) {
-    // Safety: the caller's contract covers every masked access; full vectors
-    // store 8 bytes, the partial last one copies only its lanes.
+    // Safety: the caller's contract.
     unsafe {
-        let (flo, fhi) = (
-            _mm256_set1_ps((lo - zp) as f32),
-            _mm256_set1_ps((hi - zp) as f32),
-        );
-        let vzp = _mm256_set1_epi32(zp);
-        // The low byte of each i32 lane to the bottom of its 128-bit lane,
-        // then the two lanes' four bytes side by side.
-        let low_bytes = _mm256_setr_epi8(
-            0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, -1, -1, -1,
-            -1, -1, -1, -1, -1, -1, -1, -1, -1,
-        );
-        let join = _mm256_setr_epi32(0, 4, 1, 1, 1, 1, 1, 1);
+        let r = Range {
+            flo: _mm256_set1_ps((lo - zp) as f32),
+            fhi: _mm256_set1_ps((hi - zp) as f32),
+            zp: _mm256_set1_epi32(zp),
+            signed: lo < 0,
+        };
         let uniform = uniform_za(t);
-        for v in 0..t.width.div_ceil(8) {
+        // Four vectors (32 columns) per chunk, so one pack sequence narrows them
+        // all; the last columns one vector at a time.
+        let nvec = t.width.div_ceil(8);
+        let mut v0 = 0;
+        while v0 + 4 <= nvec {
+            requant_chunk::<4>(t, tile, bias, mult, &r, uniform, v0, out, ld);
+            v0 += 4;
+        }
+        while v0 < nvec {
+            requant_chunk::<1>(t, tile, bias, mult, &r, uniform, v0, out, ld);
+            v0 += 1;
+        }
+    }
+}
+
+/// The output range of a requantization, as vectors.
+struct Range {
+    flo: __m256,
+    fhi: __m256,
+    zp: __m256i,
+    /// The range goes below zero (s8 output): narrow with signed saturation.
+    signed: bool,
+}
+
+/// [`requant`] of the `N` (1 or 4) vectors of columns from `8·v0`.
+///
+/// # Safety
+/// As [`requant`]; AVX2 enabled by the caller.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn requant_chunk<const N: usize>(
+    t: &TileCtx,
+    tile: *const i32,
+    bias: Option<&[i32]>,
+    mult: &[f32],
+    range: &Range,
+    uniform: bool,
+    v0: usize,
+    out: *mut u8,
+    ld: usize,
+) {
+    const { assert!(N == 1 || N == 4) };
+    // Safety: the caller's contract covers every masked access; a whole chunk
+    // stores 8·N bytes, a partial one copies only its columns.
+    unsafe {
+        let zero = _mm256_setzero_si256();
+        let cols = (t.width - 8 * v0).min(8 * N);
+        let (mut cz, mut zb, mut colc) = ([zero; N], [zero; N], [zero; N]);
+        let mut s = [_mm256_setzero_ps(); N];
+        for i in 0..N {
+            let v = v0 + i;
             let m = mask(t.width, v);
-            let left = (t.width - 8 * v).min(8);
-            let cz = load_i32(t.cz, v, m);
-            let zb = load_i32(t.zb, v, m);
-            let b = load_i32(bias, v, m);
-            let s = if mult.len() == 1 {
+            cz[i] = load_i32(t.cz, v, m);
+            zb[i] = load_i32(t.zb, v, m);
+            s[i] = if mult.len() == 1 {
                 _mm256_set1_ps(mult[0])
             } else {
                 _mm256_maskload_ps(mult.as_ptr().add(8 * v), m)
             };
-            let colc = column_constant(t, uniform, cz, b);
-            for r in 0..t.rows {
-                let acc = corrected(t, tile, r, v, cz, zb, colc, uniform);
-                let f = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), s);
-                let f = _mm256_min_ps(_mm256_max_ps(f, flo), fhi);
-                let q = _mm256_add_epi32(_mm256_cvtps_epi32(f), vzp);
-                // In range already: keeping the low byte is exact for u8 and s8 alike.
-                let q = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(q, low_bytes), join);
-                let bytes = _mm_cvtsi128_si64(_mm256_castsi256_si128(q)).to_le_bytes();
-                let dst = out.add(r * ld + 8 * v);
-                if left == 8 {
-                    dst.cast::<[u8; 8]>().write_unaligned(bytes);
+            colc[i] = column_constant(t, uniform, cz[i], load_i32(bias, v, m));
+        }
+        for r in 0..t.rows {
+            let mut q = [zero; 4];
+            for i in 0..N {
+                let acc = corrected(t, tile, r, v0 + i, cz[i], zb[i], colc[i], uniform);
+                let f = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), s[i]);
+                let f = _mm256_min_ps(_mm256_max_ps(f, range.flo), range.fhi);
+                q[i] = _mm256_add_epi32(_mm256_cvtps_epi32(f), range.zp);
+            }
+            // In range already, so the saturating packs are exact.
+            let p01 = _mm256_packs_epi32(q[0], q[1]);
+            let p23 = _mm256_packs_epi32(q[2], q[3]);
+            let bytes = if range.signed {
+                _mm256_packs_epi16(p01, p23)
+            } else {
+                _mm256_packus_epi16(p01, p23)
+            };
+            // Lane l held dwords [q0, q1, q2, q3] of half l: back into column order.
+            let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            let dst = out.add(r * ld + 8 * v0);
+            if cols == 8 * N {
+                if N == 4 {
+                    _mm256_storeu_si256(dst.cast(), bytes);
                 } else {
-                    std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, left);
+                    _mm_storel_epi64(dst.cast(), _mm256_castsi256_si128(bytes));
                 }
+            } else {
+                let mut buf = [0u8; 32];
+                _mm256_storeu_si256(buf.as_mut_ptr().cast(), bytes);
+                std::ptr::copy_nonoverlapping(buf.as_ptr(), dst, cols);
             }
         }
     }

@@ -429,19 +429,25 @@ fn every_epilogue_path_matches_the_portable_one_bit_for_bit() {
                             );
                             y
                         };
+                        // s8 with a range below zero, the full range, and a fused
+                        // ReLU (not below zero: the AVX2 epilogue packs unsigned).
                         let run_i8 = |isa| {
-                            let mut y = vec![0i8; m * n];
-                            gemm_with(
-                                isa,
-                                &a,
-                                &packed,
-                                &rq(-5, 127, -5),
-                                Out::I8(&mut y),
-                                ld,
-                                trans,
-                                1,
-                            );
-                            y
+                            let mut all = Vec::new();
+                            for (lo, hi, zp) in [(-5, 127, -5), (-128, 127, 0), (0, 127, 0)] {
+                                let mut y = vec![0i8; m * n];
+                                gemm_with(
+                                    isa,
+                                    &a,
+                                    &packed,
+                                    &rq(lo, hi, zp),
+                                    Out::I8(&mut y),
+                                    ld,
+                                    trans,
+                                    1,
+                                );
+                                all.extend(y);
+                            }
+                            all
                         };
                         let run_f32 = |isa| {
                             let mut y = vec![0f32; m * n];
