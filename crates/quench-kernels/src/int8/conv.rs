@@ -197,8 +197,18 @@ pub fn im2col_nhwc(x: &[u8], g: &Conv2d, pad: u8, dst: &mut [u8], lda: usize) {
     for oy in 0..g.oh {
         for ox in 0..g.ow {
             let row = &mut dst[(oy * g.ow + ox) * lda..][..k];
+            // With dw = 1 and every tap of a kernel row inside the image, the
+            // row's kw·c bytes are contiguous in x: one copy (a 7×7 stem on
+            // 3 channels would otherwise copy 3 bytes at a time).
+            let first = (ox * g.sw).checked_sub(g.pl);
+            let whole = g.dw == 1 && first.is_some_and(|ix| ix + g.kw <= g.w);
             for ky in 0..g.kh {
                 let iy = Conv2d::src(oy, g.sh, ky, g.dh, g.pt, g.h);
+                if let (true, Some(iy), Some(ix)) = (whole, iy, first) {
+                    let n = g.kw * g.c;
+                    row[ky * n..][..n].copy_from_slice(&x[(iy * g.w + ix) * g.c..][..n]);
+                    continue;
+                }
                 for kx in 0..g.kw {
                     let d = &mut row[(ky * g.kw + kx) * g.c..][..g.c];
                     match (iy, Conv2d::src(ox, g.sw, kx, g.dw, g.pl, g.w)) {

@@ -198,7 +198,8 @@ unsafe fn requant_chunk<const N: usize>(
                 _mm256_packus_epi16(p01, p23)
             };
             // Lane l held dwords [q0, q1, q2, q3] of half l: back into column order.
-            let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            let bytes =
+                _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
             let dst = out.add(r * ld + 8 * v0);
             if cols == 8 * N {
                 if N == 4 {

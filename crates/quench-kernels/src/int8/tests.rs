@@ -296,7 +296,7 @@ fn conv_ref(x: &[u8], zx: i32, w: &[i8], g: &Conv2d, m: usize, depthwise: bool) 
 #[test]
 fn im2col_gemm_and_depthwise_match_direct_convolution() {
     let mut rng = Rng(99);
-    let g = Conv2d {
+    let dilated = Conv2d {
         c: 5,
         h: 7,
         w: 6,
@@ -311,6 +311,29 @@ fn im2col_gemm_and_depthwise_match_direct_convolution() {
         oh: 4,
         ow: 4,
     };
+    // dw = 1: kernel rows wholly inside the image are copied in one piece.
+    let strided = Conv2d {
+        c: 3,
+        h: 9,
+        w: 11,
+        kh: 3,
+        kw: 3,
+        sh: 2,
+        sw: 2,
+        dh: 1,
+        dw: 1,
+        pt: 1,
+        pl: 1,
+        oh: 5,
+        ow: 6,
+    };
+    for g in [dilated, strided] {
+        im2col_case(&mut rng, &g);
+    }
+}
+
+fn im2col_case(rng: &mut Rng, g: &Conv2d) {
+    let g = *g;
     let x = rng.bytes(g.c * g.h * g.w);
     let zx = 131;
     let mut nhwc = vec![0u8; x.len()];

@@ -730,7 +730,8 @@ mod x86 {
             } else {
                 _mm256_packus_epi16(p01, p23)
             };
-            let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            let bytes =
+                _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
             if B == 4 {
                 _mm256_storeu_si256(o.add(c0).cast(), bytes);
             } else {
