@@ -162,11 +162,11 @@ fn prepare_a<'a>(a: &AMat<'a>, k4: usize, need_rowsum: bool, wide: bool) -> Prep
         Vec::new()
     };
     let wide = if wide {
-        let mut w = vec![0i16; m * k4];
-        for (i, row) in w.chunks_exact_mut(k4).enumerate() {
-            for (d, &s) in row.iter_mut().zip(&data[i * lda..i * lda + k]) {
-                *d = s as i16;
-            }
+        // Built by extending: a zero-filled buffer would be written twice.
+        let mut w = Vec::with_capacity(m * k4);
+        for i in 0..m {
+            w.extend(data[i * lda..i * lda + k].iter().map(|&s| s as i16));
+            w.extend(std::iter::repeat_n(0, k4 - k));
         }
         w
     } else {
