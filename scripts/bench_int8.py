@@ -3,7 +3,8 @@
 
 Builds the float networks of scripts/bench_fp32.py, quantizes them with ONNX
 Runtime's quantize_static (QOperator format: QLinearConv/QLinearAdd/...; or
-QDQ format with --formats qdq; u8 activations, s8 per-channel weights,
+QDQ format with --formats qdq, or qdq-rr with ORT's reduce_range; u8
+activations, s8 per-channel weights,
 calibrated on random images; or, with the format quench-qdq, with
 `quench quantize --format qdq` on the same images), then times, in alternating rounds on one
 thread at batch 1: ONNX Runtime on the int8 file, `quench bench` on the same
@@ -48,7 +49,8 @@ def quantize(fp32: Path, out: Path, fmt: str) -> None:
     reader = Reader()
     reader.data = iter([{name: d["x"]} for d in reader.data])
     quantize_static(str(fp32), str(out), reader, quant_format=QuantFormat.QOperator if fmt == "qop" else QuantFormat.QDQ,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                    reduce_range=fmt == "qdq-rr")
 
 
 def quench_quantize(exe: Path, fp32: Path, out: Path) -> None:
@@ -117,7 +119,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds")
     ap.add_argument("--models", default="resnet50,mobilenetv2")
-    ap.add_argument("--formats", default="qop", help="qop (QOperator), qdq (ORT's QDQ) and/or quench-qdq (Quench's QDQ), comma separated")
+    ap.add_argument("--formats", default="qop", help="qop (QOperator), qdq (ORT's QDQ), qdq-rr (ORT's QDQ with reduce_range: 7-bit "
+                    "weights, whose int16 pair sums cannot saturate on AVX2 without VNNI) and/or quench-qdq (Quench's QDQ), comma separated")
     ap.add_argument("--dir", type=Path, default=Path("/tmp/quench-bench"))
     args = ap.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
