@@ -151,16 +151,19 @@ def main() -> int:
                 fw.append(w)
                 fc.append(c)
             steps = agreement(exe, int8, args.dir)
-            row = (f"{name}/{fmt}", med(ow), med(qw), med(fw), med(oc), med(qc), med(fc), steps)
+            # Ratios pair by pair within a round (the machine's speed drifts between rounds).
+            pair = (med([q / o for q, o in zip(qc, oc)]), med([q / f for q, f in zip(qc, fc)]))
+            row = (f"{name}/{fmt}", med(ow), med(qw), med(fw), med(oc), med(qc), med(fc), steps, pair)
             rows.append(row)
             print(f"{row[0]}: wall ORT int8 {row[1]:.2f}, Quench int8 {row[2]:.2f}, Quench fp32 {row[3]:.2f} ms; "
                   f"CPU {row[4]:.2f}, {row[5]:.2f}, {row[6]:.2f} ms; Quench vs ORT output {steps:.2f} steps", flush=True)
     print(f"\n1 thread, batch 1, 224x224; medians of {args.rounds} alternating rounds of {args.runs} runs; "
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"{'model':<18} {'':>5} {'ORT int8':>9} {'Q int8':>8} {'Q fp32':>8} {'Qi8/ORTi8':>10} {'Qi8/Qfp32':>10} {'vs ORT':>7}")
-    for name, o, q, f, oc_, qc_, fc_, steps in rows:
+    for name, o, q, f, oc_, qc_, fc_, steps, (po, pf) in rows:
         print(f"{name:<18} {'wall':>5} {o:9.2f} {q:8.2f} {f:8.2f} {q / o:10.3f} {q / f:10.3f} {steps:5.2f} steps")
         print(f"{'':<18} {'CPU':>5} {oc_:9.2f} {qc_:8.2f} {fc_:8.2f} {qc_ / oc_:10.3f} {qc_ / fc_:10.3f}")
+        print(f"{'':<18} {'pairs':>5} {'':>9} {'':>8} {'':>8} {po:10.3f} {pf:10.3f}  (CPU, median of per-round ratios)")
     return 0
 
 
