@@ -68,6 +68,7 @@ unsafe fn column_constant(t: &TileCtx, uniform: bool, cz: __m256i, bias: __m256i
 /// AVX2; the tile row holds 8 readable lanes from `8v` (it is `stride` ≥
 /// `width` rounded up to 8 wide).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn corrected(
     t: &TileCtx,
     tile: *const i32,

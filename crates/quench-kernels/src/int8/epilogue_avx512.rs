@@ -49,6 +49,7 @@ unsafe fn column_constant(t: &TileCtx, uniform: bool, cz: __m512i, bias: __m512i
 /// # Safety
 /// AVX-512F; the slices hold the columns the mask covers.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn corrected(
     t: &TileCtx,
     tile: *const i32,
