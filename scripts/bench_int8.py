@@ -32,6 +32,7 @@ import onnx.numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_fp32 import REPO, mobilenetv2, resnet50  # noqa: E402
+from ort_exact import for_ort  # noqa: E402
 
 
 def quantize(fp32: Path, out: Path, fmt: str) -> None:
@@ -105,7 +106,8 @@ def agreement(exe: Path, path: Path, workdir: Path) -> float:
     x = np.random.default_rng(7).standard_normal((1, 3, 224, 224)).astype(np.float32)
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
-    want = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).run(None, {name: x})[0]
+    # Exact ORT (u8·u8 weights) where its u8·s8 kernels saturate (no VNNI): see ort_exact.py.
+    want = ort.InferenceSession(for_ort(path), so, providers=["CPUExecutionProvider"]).run(None, {name: x})[0]
     xin, odir = workdir / "agree_x.npy", workdir / "agree_out"
     np.save(xin, x)
     subprocess.run([str(exe), "run", str(path), "--input", f"{name}={xin}", "-o", str(odir), "--threads", "1"],

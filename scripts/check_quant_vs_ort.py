@@ -1,16 +1,20 @@
 """Check a quantized model against ONNX Runtime: ORT must load and run it, and Quench's outputs
 (OUTDIR/NAME.npy from `quench run`) must equal ORT's within 1 quantization step of each output
-(the scale of the DequantizeLinear producing it; float outputs: 1e-4 relative).
+(the scale of the DequantizeLinear producing it; float outputs: 1e-4 relative). ORT gets the
+model through ort_exact.for_ort (exact u8·u8 weights where its u8·s8 kernels saturate).
 Usage: check_quant_vs_ort.py MODEL.onnx INPUTS.npz QUENCH_OUTDIR"""
 import sys, os, re, numpy as np, onnx, onnxruntime as ort
 from onnx import numpy_helper
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ort_exact import for_ort  # noqa: E402
 
 model_path, inputs_path, outdir = sys.argv[1:4]
 m = onnx.load(model_path)
 inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
 producer = {o: n for n in m.graph.node for o in n.output}
 so = ort.SessionOptions(); so.intra_op_num_threads = 1
-sess = ort.InferenceSession(model_path, so, providers=["CPUExecutionProvider"])
+sess = ort.InferenceSession(for_ort(model_path), so, providers=["CPUExecutionProvider"])
 feeds = dict(np.load(inputs_path))
 feeds = {i.name: feeds[i.name] for i in sess.get_inputs()}
 worst = 0.0

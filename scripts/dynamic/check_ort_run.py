@@ -4,7 +4,8 @@
 Usage: check_ort_run.py MODEL INPUTS.npz OUTDIR [--atol A] [--rtol R]
 Exit 1 (printing the worst element) when any output differs by more than atol + rtol * max|ort|.
 Used by crates/quench/tests/dynamic_cli.rs: ORT must load the dynamic models Quench writes,
-and both runtimes must compute the same numbers.
+and both runtimes must compute the same numbers. On x86 without VNNI the s8 weights are
+handed to ORT as u8 + 128 (scripts/ort_exact.py).
 """
 import argparse
 import sys
@@ -13,6 +14,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from ort_exact import for_ort  # noqa: E402
+
 ap = argparse.ArgumentParser()
 ap.add_argument("model")
 ap.add_argument("inputs")
@@ -20,7 +24,8 @@ ap.add_argument("outdir")
 ap.add_argument("--atol", type=float, default=1e-4)
 ap.add_argument("--rtol", type=float, default=1e-4)
 a = ap.parse_args()
-s = ort.InferenceSession(a.model, providers=["CPUExecutionProvider"])
+
+s = ort.InferenceSession(for_ort(a.model), providers=["CPUExecutionProvider"])
 feeds = dict(np.load(a.inputs))
 bad = False
 for o, got in zip(s.get_outputs(), s.run(None, feeds)):

@@ -782,14 +782,17 @@ mod observed_tests {
                 }
             }
         }
-        // Watching z only: Conv+Relu fuse and the chain runs blocked, so the
-        // hook sees values the unfused plan has no name for, and y is gone.
+        // Watching z only: Conv+Relu fuse, so y is gone; where the blocked
+        // NCHWc kernels are used (AVX-512) the chain runs blocked and the hook
+        // also sees values the unfused plan has no name for.
         let got = watched(&observe(&["z"]), &x);
         assert!(!got.contains_key("y"), "{:?}", got.keys());
-        assert!(
-            got.keys().any(|k| !want.contains_key(k)),
-            "{:?}",
-            got.keys()
-        );
+        if quench_kernels::conv::nchwc::fast() {
+            assert!(
+                got.keys().any(|k| !want.contains_key(k)),
+                "{:?}",
+                got.keys()
+            );
+        }
     }
 }
