@@ -5,7 +5,9 @@ use crate::conv::Geom3;
 use rayon::prelude::*;
 
 mod nchwc;
+mod nhwc8;
 pub use nchwc::max_pool_nchwc;
+pub use nhwc8::{PoolByte, max_pool_nhwc8};
 
 /// Pooling geometry: the convolution geometry plus the padding after each
 /// dim, which bounds the window that `count_include_pad` counts.

@@ -5,7 +5,8 @@
 //! around every convolution. Element-wise quantized ops whose tensor
 //! inputs are all NHWC values (QLinearAdd/Mul, QLinearSigmoid/LeakyRelu:
 //! the same permutation on every input commutes with broadcasting) and
-//! QLinearGlobalAveragePool (`channels_last`) run on them unchanged.
+//! QLinearGlobalAveragePool (`channels_last`) run on them unchanged, and a
+//! 2-D MaxPool reading one becomes [`NHWC_MAX_POOL`].
 //! A value goes back to NCHW only where something else reads it.
 
 use super::index::Index;
@@ -16,6 +17,9 @@ use std::collections::HashSet;
 /// QLinearConv reading X as `[N, H, W, C]` and writing `[N, OH, OW, M]`;
 /// inputs and attributes as QLinearConv.
 pub const NHWC_QLINEAR_CONV: &str = "NhwcQLinearConv";
+/// 2-D MaxPool (no Indices output) of an 8-bit `[N, H, W, C]` value;
+/// attributes as MaxPool.
+pub const NHWC_MAX_POOL: &str = "NhwcMaxPool";
 /// 8-bit `[N, C, H, W]` → `[N, H, W, C]`.
 pub const NCHW_TO_NHWC: &str = "NchwToNhwc";
 /// 8-bit `[N, H, W, C]` → `[N, C, H, W]`.
@@ -63,6 +67,14 @@ fn is_nchw_gap(n: &Node) -> bool {
         && n.attr_int_or("channels_last", 0).unwrap_or(1) == 0
 }
 
+/// A MaxPool the NHWC kernel takes, once its input is NHWC (and so 8-bit:
+/// every NHWC value is made by an integer op).
+fn is_pool(n: &Node) -> bool {
+    is_onnx(n, "MaxPool")
+        && n.outputs.len() == 1
+        && matches!(n.attr_ints("kernel_shape"), Ok(Some(k)) if k.len() == 2)
+}
+
 fn internal(name: String, op: &str, input: &str, output: String) -> Node {
     Node {
         name,
@@ -88,7 +100,7 @@ pub fn rewrite(graph: &Graph, nodes: &[Node]) -> Option<Vec<Node>> {
         } else if let Some(ts) = elementwise_tensors(n) {
             ts.iter()
                 .all(|&t| n.input(t).is_some_and(|x| nhwc.contains(x)))
-        } else if is_nchw_gap(n) {
+        } else if is_nchw_gap(n) || is_pool(n) {
             n.input(0).is_some_and(|x| nhwc.contains(x))
         } else {
             false
@@ -111,7 +123,7 @@ pub fn rewrite(graph: &Graph, nodes: &[Node]) -> Option<Vec<Node>> {
             let reads_nhwc = member.contains(&j)
                 && (is_onnx(n, "QLinearConv") && slot == 0
                     || elementwise_tensors(n).is_some_and(|ts| ts.contains(&slot))
-                    || is_nchw_gap(n) && slot == 0);
+                    || (is_nchw_gap(n) || is_pool(n)) && slot == 0);
             if !reads_nhwc {
                 nchw_wanted.insert(name);
             }
@@ -158,6 +170,10 @@ pub fn rewrite(graph: &Graph, nodes: &[Node]) -> Option<Vec<Node>> {
             for &t in ts {
                 m.inputs[t] = nhwc_name(&n.inputs[t]);
             }
+        } else if is_pool(n) {
+            m.domain = DOMAIN.into();
+            m.op_type = NHWC_MAX_POOL.into();
+            m.inputs[0] = nhwc_name(&n.inputs[0]);
         } else {
             m.inputs[0] = nhwc_name(&n.inputs[0]);
             m.attrs.insert("channels_last".into(), Attr::Int(1));
@@ -256,10 +272,14 @@ mod tests {
                 3,
                 std::slice::from_ref(&pad1),
             ),
+            // Asymmetric pads: windows past the right and bottom edges.
+            Node::new("MaxPool", "pool", &["y1"], &["y1p"])
+                .with_attr("kernel_shape", Attr::Ints(vec![2, 3]))
+                .with_attr("pads", Attr::Ints(vec![0, 1, 1, 1])),
             conv(
                 &mut inits,
                 "dw",
-                "y1",
+                "y1p",
                 ("c1_ys", "c1_yz"),
                 "y2",
                 16,
@@ -347,6 +367,7 @@ mod tests {
                 NCHW_TO_NHWC,
                 NHWC_QLINEAR_CONV,
                 NHWC_TO_NCHW, // y1 for the DequantizeLinear
+                NHWC_MAX_POOL,
                 NHWC_QLINEAR_CONV,
                 NHWC_QLINEAR_CONV,
                 NHWC_TO_NCHW, // y3, a graph output
@@ -356,7 +377,7 @@ mod tests {
                 "DequantizeLinear",
             ]
         );
-        assert_eq!(nodes[7].attr_int_or("channels_last", 0).unwrap(), 1);
+        assert_eq!(nodes[8].attr_int_or("channels_last", 0).unwrap(), 1);
         let (a, b) = (run(&m, true), run(&m, false));
         assert_eq!(a.len(), 3);
         for ((na, ta), (nb, tb)) in a.iter().zip(&b) {

@@ -24,7 +24,9 @@ use std::collections::{HashMap, HashSet};
 mod nchwc;
 pub use nchwc::{FROM_NCHWC, NCHWC_CONV, NCHWC_MAX_POOL, TO_NCHWC};
 mod int8_nhwc;
-pub use int8_nhwc::{NCHW_TO_NHWC, NHWC_QLINEAR_CONV, NHWC_TO_NCHW, rewrite as int8_nhwc};
+pub use int8_nhwc::{
+    NCHW_TO_NHWC, NHWC_MAX_POOL, NHWC_QLINEAR_CONV, NHWC_TO_NCHW, rewrite as int8_nhwc,
+};
 
 /// Domain of the internal ops this pass emits (never in a model file).
 pub const DOMAIN: &str = "quench.internal";

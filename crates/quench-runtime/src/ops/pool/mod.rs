@@ -21,9 +21,15 @@ pub fn register(r: &mut Registry) {
         crate::optimize::NCHWC_MAX_POOL,
         nchwc::build,
     );
+    r.register(
+        crate::optimize::DOMAIN,
+        crate::optimize::NHWC_MAX_POOL,
+        nhwc8::build,
+    );
 }
 
 mod nchwc;
+mod nhwc8;
 
 #[derive(Debug)]
 struct Pool {

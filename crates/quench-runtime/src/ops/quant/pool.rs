@@ -80,17 +80,31 @@ impl Op for QLinearGlobalAveragePool {
         // ORT: requantize the i32 sum with scale x_scale / (y_scale * area).
         let scale = x.scale / (y_scale * area as f32);
         let bias = -(x.zp as i64) * area as i64;
-        let mut y = vec![0i32; n * c];
-        for b in 0..n {
-            for ch in 0..c {
-                let sum: i64 = (0..area)
-                    .map(|s| xv[offset(b, ch, s, c, area, cl)] as i64)
-                    .sum();
-                let acc = (sum + bias) as f32;
-                y[offset(b, ch, 0, c, 1, cl)] =
-                    q.saturate((acc * scale).round_ties_even() as f64 + y_zp as f64);
+        // Sums over contiguous runs: pixel rows of C when channels_last,
+        // planes of `area` otherwise (the output is [N, C] in both layouts).
+        let mut sums = vec![0i64; n * c];
+        if c > 0 {
+            for (img, acc) in xv.chunks_exact(c * area).zip(sums.chunks_exact_mut(c)) {
+                if cl {
+                    for px in img.chunks_exact(c) {
+                        for (a, &v) in acc.iter_mut().zip(px) {
+                            *a += v as i64;
+                        }
+                    }
+                } else {
+                    for (a, plane) in acc.iter_mut().zip(img.chunks_exact(area)) {
+                        *a = plane.iter().map(|&v| v as i64).sum();
+                    }
+                }
             }
         }
+        let y: Vec<i32> = sums
+            .iter()
+            .map(|&sum| {
+                let acc = (sum + bias) as f32;
+                q.saturate((acc * scale).round_ties_even() as f64 + y_zp as f64)
+            })
+            .collect();
         let ones = vec![1; spatial.len()];
         Ok(vec![q.tensor(join(n, c, &ones, cl), y)?])
     }
